@@ -1,0 +1,127 @@
+"""The one training loop every stage runs through.
+
+A stage supplies a :class:`Trainer` (its model(s), data and loss); :func:`fit` owns the
+rest, the same way for the detector, the GAN and the classifier:
+
+* a tqdm bar per epoch with speed, ETA, the running losses and resident memory;
+* a finiteness check of every step's losses (training stops with a message);
+* per-epoch timing: ``epoch_time_s`` counts training only, evaluation is logged as
+  ``eval_time_s``, and ``wall_clock_s`` is the cumulative training time of the stage;
+* one ``metrics.jsonl`` record per epoch;
+* an atomic checkpoint every epoch holding the trainer state, the epoch, the
+  cumulative time and the global RNG states, so ``--resume`` continues exactly.
+"""
+from __future__ import annotations
+
+import math
+import resource
+import time
+from typing import Iterable, Protocol
+
+from tqdm.auto import tqdm
+
+from dafsl.errors import DafslError
+from dafsl.runs import RunDir, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+
+
+class TrainingDiverged(DafslError):
+    """A loss became NaN or infinite."""
+
+
+class Trainer(Protocol):
+    """What a stage provides to :func:`fit`."""
+
+    stage: str
+
+    def batches(self, epoch: int) -> Iterable:
+        """The training batches of one epoch (must have ``len``). Shuffle with a generator
+        seeded from (seed, epoch) so a resumed run sees the same order."""
+
+    def train_step(self, batch) -> dict[str, float]:
+        """One optimisation step; returns named scalar losses for logging."""
+
+    def end_epoch(self, epoch: int) -> dict[str, float]:
+        """Called after the last step of an epoch (scheduler steps, GAN growth, ...);
+        returns extra figures to log (may be empty)."""
+
+    def evaluate(self, epoch: int) -> dict[str, float]:
+        """Validation figures after ``epoch``; not counted in the training time."""
+
+    def state_dict(self) -> dict:
+        """Models, optimisers, schedulers and any extra state (tensors/plain Python only)."""
+
+    def load_state_dict(self, state: dict) -> None:
+        ...
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def fit(trainer: Trainer, run: RunDir, epochs: int, *, mode: str, resume: bool = False,
+        quiet: bool = False, extra: dict | None = None) -> list[dict]:
+    """Train ``trainer`` for ``epochs`` epochs, logging to and checkpointing in ``run``.
+
+    Returns this stage's metric records (including those of a resumed earlier part).
+    """
+    stage = trainer.stage
+    ckpt_path = run.checkpoint_path(stage)
+    start, wall = 0, 0.0
+    if resume and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path)
+        try:
+            trainer.load_state_dict(state["trainer"])
+        except (KeyError, RuntimeError, ValueError) as err:
+            raise DafslError(f"{ckpt_path}: does not match this {stage} "
+                             f"({str(err).splitlines()[0][:200]})") from None
+        set_rng_state(state["rng"])
+        start, wall = int(state["epoch"]) + 1, float(state["wall_clock_s"])
+        run.truncate_metrics(stage, int(state["epoch"]))
+        if not quiet:
+            print(f"[{stage}] resumed from {ckpt_path} at epoch {start}/{epochs}")
+    else:
+        run.truncate_metrics(stage, -1)
+
+    for epoch in range(start, epochs):
+        t0 = time.perf_counter()
+        sums: dict[str, float] = {}
+        n = 0
+        batches = trainer.batches(epoch)
+        bar = tqdm(batches, total=len(batches), desc=f"{stage} {epoch + 1}/{epochs}",
+                   disable=quiet, leave=False, dynamic_ncols=True)
+        for batch in bar:
+            losses = trainer.train_step(batch)
+            bad = [k for k, v in losses.items() if not math.isfinite(v)]
+            if bad:
+                raise TrainingDiverged(f"{stage} epoch {epoch} step {n}: loss {bad[0]} is "
+                                       f"{losses[bad[0]]}; lower the learning rate")
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            n += 1
+            if n % 5 == 0 or n == len(batches):
+                bar.set_postfix({k: f"{v / n:.3f}" for k, v in list(sums.items())[:3]}
+                                | {"rss": f"{peak_rss_mb():.0f}M"})
+        bar.close()
+        record = {k: v / max(n, 1) for k, v in sums.items()}
+        record.update(trainer.end_epoch(epoch) or {})
+        epoch_time = time.perf_counter() - t0
+        wall += epoch_time
+
+        t1 = time.perf_counter()
+        record.update(trainer.evaluate(epoch) or {})
+        eval_time = time.perf_counter() - t1
+
+        record = {"stage": stage, "mode": mode, "epoch": epoch, "epoch_time_s": epoch_time,
+                  "wall_clock_s": wall, "eval_time_s": eval_time, "steps": n,
+                  "peak_rss_mb": peak_rss_mb(), **(extra or {}), **record}
+        run.log(record)
+        save_checkpoint({"trainer": trainer.state_dict(), "epoch": epoch,
+                         "wall_clock_s": wall, "rng": rng_state()}, ckpt_path)
+        if not quiet:
+            figs = " ".join(f"{k}={v:.4g}" for k, v in record.items()
+                            if isinstance(v, float) and k not in ("epoch_time_s", "eval_time_s",
+                                                                    "peak_rss_mb", "wall_clock_s"))
+            tqdm.write(f"[{stage}] epoch {epoch + 1}/{epochs} {epoch_time:.1f}s "
+                       f"(eval {eval_time:.1f}s, rss {record['peak_rss_mb']:.0f}M) {figs}")
+    return run.read_metrics(stage)

@@ -1,0 +1,135 @@
+"""``python -m dafsl.pipeline``: run one stage of DA-FSL, or the whole chain.
+
+    python -m dafsl.pipeline --stage {detector,augmenter,classifier,all}
+        --kd {vanilla,fixed,finetune,pretrained,auto}
+        [--config FILE] [--set KEY=VALUE ...] [--out DIR] [--resume] [--seed N] [--quiet]
+
+Each stage lives in ``dafsl/<stage>/`` and exposes ``train.run(ctx) -> dict``; the
+pipeline prepares the run directory, the data split and the mode, then hands over.
+Stages pass outputs to the next one through the run directory.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from dafsl.config import DEFAULT_CONFIG, load_config
+from dafsl.data import denough_dlack, load_split
+from dafsl.errors import DafslError, exit_on_error
+from dafsl.manifest import load_manifest
+from dafsl.runs import RunDir, atomic_write_json, seed_everything
+
+STAGES = ("detector", "augmenter", "classifier")
+MODES = ("vanilla", "fixed", "finetune", "pretrained", "auto")
+
+
+@dataclass
+class StageContext:
+    """Everything a stage's ``run`` needs; ``outputs`` collects what earlier stages produced."""
+
+    cfg: dict
+    run: RunDir
+    mode: str
+    device: torch.device
+    split_info: dict
+    resume: bool = False
+    quiet: bool = False
+    outputs: dict = field(default_factory=dict)
+
+
+def stage_available(stage: str) -> bool:
+    try:
+        return importlib.util.find_spec(f"dafsl.{stage}.train") is not None
+    except ModuleNotFoundError:  # the stage package itself does not exist yet
+        return False
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DafslError("device: cuda requested but no CUDA device is available")
+    if name not in ("cpu", "cuda"):
+        raise DafslError(f"device: expected auto, cpu or cuda, got {name!r}")
+    return torch.device(name)
+
+
+def prepare_data(cfg: dict, run: RunDir, quiet: bool) -> dict:
+    """Materialise the training split and compute/save the Denough/Dlack split."""
+    manifest = load_manifest(cfg["data"]["manifest"])
+    train = load_split(manifest, "train", cfg["data"]["cache_dir"], quiet=quiet)
+    info = denough_dlack(train.class_counts(), cfg["data"]["imbalance_threshold"],
+                         origin=train.label)
+    info["dataset"] = train.label
+    atomic_write_json(run.path / "data_split.json", info)
+    if not quiet:
+        counts = ", ".join(f"{c}={n}" for c, n in info["counts"].items())
+        print(f"[data] {train.label}: {counts} -> Denough {info['denough']}, "
+              f"Dlack {info['dlack']} ({info['rule']})")
+    return info
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m dafsl.pipeline", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stage", choices=(*STAGES, "all"), default="all")
+    p.add_argument("--kd", choices=MODES, default="pretrained",
+                   help="transfer mode applied to every stage run")
+    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set detector.epochs=3")
+    p.add_argument("--out", default=None, help="run directory (default runs/<stage>-<mode>-<time>)")
+    p.add_argument("--from", dest="from_run", default=None,
+                   help="reuse the outputs of an earlier run directory")
+    p.add_argument("--resume", action="store_true", help="continue from the run's checkpoints")
+    p.add_argument("--seed", type=int, default=None, help="shortcut for --set seed=N")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+@exit_on_error
+def main(argv: list[str] | None = None) -> dict:
+    args = get_args_parser().parse_args(argv)
+    overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else [])
+    cfg = load_config(args.config, overrides)
+    if args.resume and not args.out:
+        raise DafslError("--resume needs --out RUN_DIR (the run to continue)")
+    out = Path(args.out) if args.out else RunDir.default_path(args.stage, args.kd, cfg["out_root"])
+    run = RunDir(out)
+    run.save_config(cfg)
+    seed_everything(int(cfg["seed"]))
+    device = resolve_device(cfg["device"])
+
+    wanted = list(cfg["stages"]["all"]) if args.stage == "all" else [args.stage]
+    unknown = [s for s in wanted if s not in STAGES]
+    if unknown:
+        raise DafslError(f"stages.all: unknown stage '{unknown[0]}'")
+    missing = [s for s in wanted if not stage_available(s)]
+    if missing and args.stage != "all":
+        raise DafslError(f"stage '{args.stage}' is not built yet")
+    if missing:
+        print(f"not built yet, skipped: {', '.join(missing)}")
+
+    ctx = StageContext(cfg=cfg, run=run, mode=args.kd, device=device,
+                       split_info=prepare_data(cfg, run, args.quiet),
+                       resume=args.resume, quiet=args.quiet)
+    if args.from_run:
+        ctx.outputs["from_run"] = Path(args.from_run)
+    for stage in wanted:
+        if stage in missing:
+            continue
+        module = importlib.import_module(f"dafsl.{stage}.train")
+        ctx.outputs[stage] = module.run(ctx)
+    if not args.quiet:
+        print(f"run directory: {run.path}")
+    return run.read_summary()
+
+
+if __name__ == "__main__":
+    main()
