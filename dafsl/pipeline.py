@@ -41,6 +41,44 @@ class StageContext:
     resume: bool = False
     quiet: bool = False
     outputs: dict = field(default_factory=dict)
+    from_run: Path | None = None
+
+    def stage_output(self, stage: str) -> dict:
+        """Outputs of an earlier stage: from this invocation, else ``--from RUN_DIR``.
+
+        A stage records its outputs in ``<run>/<stage>/outputs.json`` (paths relative to
+        the run directory); this returns that dict with paths made absolute.
+        """
+        if stage in self.outputs:
+            return self.outputs[stage]
+        for base in (self.from_run, self.run.path):
+            if base is None:
+                continue
+            path = Path(base) / stage / "outputs.json"
+            if path.is_file():
+                return read_outputs(path)
+        raise DafslError(f"{self.run.path}: no {stage} outputs found; run the {stage} stage "
+                         f"first or pass --from RUN_DIR of a run that has them")
+
+
+def write_outputs(run: RunDir, stage: str, outputs: dict) -> dict:
+    """Record a stage's outputs (paths under the run dir) in ``<run>/<stage>/outputs.json``."""
+    rel = {k: (str(Path(v).resolve().relative_to(run.path.resolve())) if isinstance(v, Path) else v)
+           for k, v in outputs.items()}
+    atomic_write_json(run.stage_dir(stage) / "outputs.json", rel)
+    return read_outputs(run.stage_dir(stage) / "outputs.json")
+
+
+def read_outputs(path: Path) -> dict:
+    import json
+
+    try:
+        raw = json.loads(Path(path).read_text())
+    except json.JSONDecodeError:
+        raise DafslError(f"{path}: invalid JSON") from None
+    base = Path(path).parent.parent
+    return {k: (base / v if isinstance(v, str) and (base / v).exists() else v)
+            for k, v in raw.items()}
 
 
 def stage_available(stage: str) -> bool:
@@ -120,7 +158,9 @@ def main(argv: list[str] | None = None) -> dict:
                        split_info=prepare_data(cfg, run, args.quiet),
                        resume=args.resume, quiet=args.quiet)
     if args.from_run:
-        ctx.outputs["from_run"] = Path(args.from_run)
+        if not Path(args.from_run).is_dir():
+            raise DafslError(f"--from {args.from_run}: run directory not found")
+        ctx.from_run = Path(args.from_run)
     for stage in wanted:
         if stage in missing:
             continue
