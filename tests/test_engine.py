@@ -1,0 +1,84 @@
+"""The shared training loop: logging, checkpoints, exact resume, divergence stop."""
+import pytest
+import torch
+
+from dafsl.engine import TrainingDiverged, fit
+from dafsl.runs import RunDir, seed_everything
+
+
+class TinyTrainer:
+    """Noisy linear regression: uses the global torch RNG every step (like dropout or
+    RPN sampling do), so exact resume needs the RNG state restored too."""
+
+    stage = "tiny"
+
+    def __init__(self, lr=0.05):
+        self.model = torch.nn.Linear(4, 1)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=0.9)
+        gen = torch.Generator().manual_seed(0)
+        self.x = torch.randn(32, 4, generator=gen)
+        self.y = self.x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
+
+    def batches(self, epoch):
+        order = torch.randperm(32, generator=torch.Generator().manual_seed(epoch))
+        return [order[i:i + 8] for i in range(0, 32, 8)]
+
+    def train_step(self, idx):
+        noise = 0.1 * torch.randn(len(idx), 1)
+        loss = ((self.model(self.x[idx]) - self.y[idx] - noise) ** 2).mean()
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        return {"loss": loss.item()}
+
+    def end_epoch(self, epoch):
+        return {}
+
+    def evaluate(self, epoch):
+        with torch.no_grad():
+            return {"val_mse": ((self.model(self.x) - self.y) ** 2).mean().item()}
+
+    def state_dict(self):
+        return {"model": self.model.state_dict(), "opt": self.opt.state_dict()}
+
+    def load_state_dict(self, state):
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+
+
+def _strip(records):
+    return [{k: v for k, v in r.items() if not k.endswith("_s") and k != "peak_rss_mb"}
+            for r in records]
+
+
+def test_resumed_run_matches_uninterrupted(tmp_path):
+    seed_everything(0)
+    straight = fit(TinyTrainer(), RunDir(tmp_path / "a"), 4, mode="vanilla", quiet=True)
+
+    seed_everything(0)
+    run = RunDir(tmp_path / "b")
+    fit(TinyTrainer(), run, 2, mode="vanilla", quiet=True)      # "killed" after epoch 2
+    torch.manual_seed(1234)                                       # a new process: other RNG
+    resumed = fit(TinyTrainer(), run, 4, mode="vanilla", resume=True, quiet=True)
+
+    assert len(resumed) == 4
+    assert _strip(resumed) == _strip(straight)
+    assert resumed[-1]["wall_clock_s"] >= resumed[1]["wall_clock_s"]
+    assert {"stage", "mode", "epoch", "epoch_time_s", "wall_clock_s", "loss",
+            "val_mse"} <= set(resumed[0])
+
+
+def test_records_logged_after_the_last_checkpoint_are_dropped_on_resume(tmp_path):
+    run = RunDir(tmp_path / "c")
+    fit(TinyTrainer(), run, 1, mode="vanilla", quiet=True)
+    # a crash between logging epoch 1 and writing its checkpoint
+    run.log({"stage": "tiny", "mode": "vanilla", "epoch": 1, "epoch_time_s": 0.0,
+             "wall_clock_s": 0.0, "loss": 99.0})
+    records = fit(TinyTrainer(), run, 2, mode="vanilla", resume=True, quiet=True)
+    assert [r["epoch"] for r in records] == [0, 1] and records[1]["loss"] != 99.0
+
+
+def test_nan_loss_stops_training_with_a_message(tmp_path):
+    trainer = TinyTrainer(lr=1e6)
+    with pytest.raises(TrainingDiverged, match="tiny epoch .* loss loss is"):
+        fit(trainer, RunDir(tmp_path / "d"), 20, mode="vanilla", quiet=True)
