@@ -168,10 +168,11 @@ def _generator(manifest: Manifest):
 
 
 def split_cache_dir(manifest: Manifest, split: str, root: Path) -> Path:
-    gen = _generator(manifest)
-    # The renderer's source is part of the key: changing how scenes are drawn
-    # must not silently reuse stale images.
-    version = inspect.getsource(gen)
+    from dafsl.synth import faces, shapes
+
+    # The renderers' source is part of the key: changing how scenes are drawn must
+    # not silently reuse stale images (faces.py draws with helpers from shapes.py).
+    version = inspect.getsource(faces) + inspect.getsource(shapes)
     return root / "data" / f"{manifest.name}-{manifest.content_hash(version)}" / split
 
 

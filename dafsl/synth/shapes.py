@@ -11,6 +11,7 @@ photometric nuisance chain). Everything is a pure function of its seed: only
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Iterator
 
 import cv2
@@ -68,24 +69,25 @@ def random_color(rng: np.random.Generator, lo: int = 0, hi: int = 256) -> tuple[
 
 def fill_poly(img: np.ndarray, pts: np.ndarray, color) -> None:
     """Anti-aliased filled polygon from float points (drawn with sub-pixel precision)."""
-    cv2.fillPoly(img, [np.round(pts * _SCALE).astype(np.int32)], color, cv2.LINE_AA, _SHIFT)
+    cv2.fillPoly(img, [(pts * _SCALE + 0.5).astype(np.int32)], color, cv2.LINE_AA, _SHIFT)
 
 
 def draw_polyline(img: np.ndarray, pts: np.ndarray, color, thickness: float, closed: bool = False) -> None:
     """Anti-aliased polyline; thickness in px is rounded but never below 1 so details survive."""
     t = max(1, int(round(thickness)))
-    cv2.polylines(img, [np.round(pts * _SCALE).astype(np.int32)], closed, color, t, cv2.LINE_AA, _SHIFT)
+    cv2.polylines(img, [(pts * _SCALE + 0.5).astype(np.int32)], closed, color, t, cv2.LINE_AA, _SHIFT)
 
 
 def texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """A float32 HxWx3 texture: gradient, stripes, checkers or smooth noise blobs."""
+    """A uint8 HxWx3 texture: gradient, stripes, checkers or smooth noise blobs."""
     kind = int(rng.integers(4))
     c1 = np.array(random_color(rng), np.float32)
     c2 = np.array(random_color(rng), np.float32)
     ang = rng.uniform(0, np.pi)
+    cos, sin = np.float32(np.cos(ang)), np.float32(np.sin(ang))
     yy = np.arange(h, dtype=np.float32)[:, None]
     xx = np.arange(w, dtype=np.float32)[None, :]
-    u = xx * np.float32(np.cos(ang)) + yy * np.float32(np.sin(ang))
+    u = xx * cos + yy * sin
     if kind == 0:  # linear gradient
         t = (u - u.min()) / max(float(u.max() - u.min()), 1.0)
     elif kind == 1:  # stripes, soft or hard
@@ -94,15 +96,15 @@ def texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         if rng.random() < 0.5:
             t = (t > 0.5).astype(np.float32)
     elif kind == 2:  # rotated checkers
-        period = rng.uniform(4.0, 16.0)
-        v = yy * np.float32(np.cos(ang)) - xx * np.float32(np.sin(ang))
-        t = ((np.floor(u / period) + np.floor(v / period)) % 2).astype(np.float32)
+        period = np.float32(rng.uniform(4.0, 16.0))
+        t = (np.floor(u / period) + np.floor((yy * cos - xx * sin) / period)) % 2
     else:  # smooth noise blobs: upsampled low-res noise
         cells = int(rng.integers(2, 7))
-        low = rng.random((cells, cells), dtype=np.float32)
-        t = cv2.resize(low, (w, h), interpolation=cv2.INTER_CUBIC)
-    t = np.broadcast_to(t, (h, w)).astype(np.float32)
-    return c1 + t[:, :, None] * (c2 - c1)
+        t = cv2.resize(rng.random((cells, cells), dtype=np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    # Quantise the pattern to 8 bits and colour it through a LUT: much cheaper than float RGB maths.
+    t8 = np.clip(np.broadcast_to(t, (h, w)) * 255.0, 0, 255).astype(np.uint8)
+    lut = (c1 + np.linspace(0, 1, 256, dtype=np.float32)[:, None] * (c2 - c1)).astype(np.uint8)
+    return cv2.LUT(cv2.merge([t8, t8, t8]), lut.reshape(256, 1, 3))
 
 
 def textured_background(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -112,9 +114,19 @@ def textured_background(rng: np.random.Generator, size: int) -> np.ndarray:
     """
     bg = texture(rng, size, size)
     if rng.random() < 0.4:
-        alpha = np.float32(rng.uniform(0.2, 0.5))
-        bg = (1 - alpha) * bg + alpha * texture(rng, size, size)
-    return np.clip(bg, 0, 255).astype(np.uint8)
+        alpha = rng.uniform(0.2, 0.5)
+        bg = cv2.addWeighted(bg, 1 - alpha, texture(rng, size, size), alpha, 0.0)
+    return bg
+
+
+@functools.lru_cache(maxsize=8)
+def _noise_bank(size: int) -> np.ndarray:
+    """A fixed table of unit Gaussian noise; scenes take random crops of it.
+
+    Drawing fresh noise per scene dominated render time; a constant table (same for
+    every process) keeps scenes deterministic and the noise pattern varies by crop offset.
+    """
+    return np.random.default_rng(0x0153).standard_normal((2 * size, 2 * size, 3), dtype=np.float32)
 
 
 def add_clutter(img: np.ndarray, rng: np.random.Generator, count: int) -> None:
@@ -129,6 +141,21 @@ def add_clutter(img: np.ndarray, rng: np.random.Generator, count: int) -> None:
             fill_poly(img, pts[0] + r * UNIT_CIRCLE, random_color(rng))
 
 
+def add_clutter_shapes(img: np.ndarray, rng: np.random.Generator, count: int) -> None:
+    """Solid random blobs, boxes and triangles: background edges and colours to ignore."""
+    s = img.shape[0]
+    for _ in range(count):
+        centre, r = rng.uniform(0, s, 2), rng.uniform(0.04, 0.25) * s
+        k = int(rng.choice([3, 4, 40]))
+        if k == 40:  # irregular blob
+            pts = UNIT_CIRCLE * rng.uniform(0.6, 1.0, (40, 1)).repeat(2, 1)
+            pts = (pts + np.roll(pts, 1, 0) + np.roll(pts, -1, 0)) / 3
+        else:
+            ang = np.sort(rng.uniform(0, 2 * np.pi, k))
+            pts = np.stack([np.cos(ang), np.sin(ang)], 1)
+        fill_poly(img, centre + r * pts * [1.0, rng.uniform(0.4, 1.0)], random_color(rng))
+
+
 def apply_nuisance(img: np.ndarray, rng: np.random.Generator, p: dict[str, Any]) -> np.ndarray:
     """Photometric nuisance chain: light gradient -> blur -> noise -> JPEG. Returns uint8 RGB."""
     h, w = img.shape[:2]
@@ -138,15 +165,18 @@ def apply_nuisance(img: np.ndarray, rng: np.random.Generator, p: dict[str, Any])
     yy = np.linspace(-1, 1, h, dtype=np.float32)[:, None]
     xx = np.linspace(-1, 1, w, dtype=np.float32)[None, :]
     light = np.float32(gain) * (1 + np.float32(amp) * (xx * np.float32(np.cos(ang)) + yy * np.float32(np.sin(ang))))
-    f = img.astype(np.float32) * light[:, :, None]
+    f = img.astype(np.float32)
+    f *= light[:, :, None]
     blur = rng.random() < p["blur_prob"]
     sigma = rng.uniform(*p["blur_sigma"])
     if blur:
         f = cv2.GaussianBlur(f, (0, 0), sigma)
     std = rng.uniform(*p["noise_std"])
+    oy, ox = rng.integers(0, max(h, w), size=2)
     if std > 0:
-        f += rng.standard_normal(f.shape, dtype=np.float32) * np.float32(std)
-    out = np.clip(f, 0, 255).astype(np.uint8)
+        bank = _noise_bank(max(h, w))
+        f += bank[oy:oy + h, ox:ox + w] * np.float32(std)
+    out = np.clip(f, 0, 255, out=f).astype(np.uint8)
     jpeg = rng.random() < p["jpeg_prob"]
     quality = int(rng.integers(int(p["jpeg_quality"][0]), int(p["jpeg_quality"][1]) + 1))
     if jpeg:
@@ -202,7 +232,7 @@ def _paste_textured(img: np.ndarray, rng: np.random.Generator, outer: np.ndarray
     fill_poly(mask, outer - [x0, y0], 255)
     if hole is not None:
         fill_poly(mask, hole - [x0, y0], 0)
-    tex = texture(rng, y1 - y0, x1 - x0)
+    tex = texture(rng, y1 - y0, x1 - x0).astype(np.float32)
     a = mask.astype(np.float32)[:, :, None] / 255.0
     patch = img[y0:y1, x0:x1]
     patch[...] = np.clip(patch * (1 - a) + tex * a, 0, 255).astype(np.uint8)
@@ -249,8 +279,10 @@ def render_scene(seed: int, params: dict | None = None) -> tuple[np.ndarray, lis
 
 
 def render_split(seed_start: int, count: int, params: dict | None = None) -> Iterator[tuple[int, np.ndarray, list[dict]]]:
-    """Yield ``(scene_seed, image, objects)`` for seeds ``seed_start .. seed_start + count - 1``."""
-    merge_params(DEFAULT_PARAMS, params, "shapes")  # fail before yielding anything
-    for seed in range(seed_start, seed_start + count):
-        img, objects = render_scene(seed, params)
-        yield seed, img, objects
+    """Yield ``(scene_seed, image, objects)`` for seeds ``seed_start .. seed_start + count - 1``.
+
+    Params are validated at call time, before anything is rendered.
+    """
+    p = merge_params(DEFAULT_PARAMS, params, "shapes")
+    check_seed(seed_start, "shapes")
+    return ((seed, *render_scene(seed, p)) for seed in range(seed_start, seed_start + count))
