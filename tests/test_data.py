@@ -156,3 +156,18 @@ def test_written_png_is_what_the_renderer_drew():
     assert n == len(split.annotations(info["id"]))
     img = cv2.cvtColor(cv2.imread(str(split.image_path(info["id"]))), cv2.COLOR_BGR2RGB)
     assert img.shape == (128, 128, 3)
+
+
+@pytest.mark.slow
+def test_default_dataset_renders_and_loads_in_pycocotools():
+    """The full default manifest (1,100 scenes): ~15 s to render on 2 cores."""
+    from pycocotools.coco import COCO
+
+    for split_name in ("train", "val", "test"):
+        split = load_split("synthfaces", split_name)
+        coco = COCO()
+        coco.dataset = split.coco
+        with redirect_stdout(StringIO()):
+            coco.createIndex()
+        assert len(coco.getImgIds()) == len(split.image_ids)
+    assert load_split("synthfaces", "train").class_counts()["female"] == 10
