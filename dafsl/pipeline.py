@@ -164,6 +164,10 @@ def main(argv: list[str] | None = None) -> dict:
     for stage in wanted:
         if stage in missing:
             continue
+        if args.kd == "auto":  # seed 001, eq. 1: one concrete mode per stage
+            from dafsl.similarity import auto_mode
+
+            ctx.mode, _ = auto_mode(ctx, stage)
         module = importlib.import_module(f"dafsl.{stage}.train")
         ctx.outputs[stage] = module.run(ctx)
     if not args.quiet:

@@ -1,0 +1,8 @@
+"""Stage 2 of DA-FSL: the GAN augmenter (PG-GAN generator, DC-GAN discriminator) that
+learns the scarce Dlack class from its few real faces and fills it with generated ones.
+
+Files: ``networks.py`` (G, D), ``loss.py`` (BCE), ``diffaug.py`` (DiffAugment),
+``trainer.py`` (growth, D+G steps, EMA), ``data.py`` (face crops), ``quality.py``
+(KID, precision/recall, attribute net), ``samples.py`` (grids, generated faces),
+``zoo.py`` (source GAN and attribute-net zoo entries), ``train.py`` (the stage).
+"""

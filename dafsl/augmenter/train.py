@@ -1,0 +1,219 @@
+"""Stage 2 of DA-FSL: ``run(ctx)`` trains the GAN augmenter on the Dlack faces in the
+context's transfer mode and fills Dlack with generated faces.
+
+Flow: Dlack crops (detector or ground truth) -> quality probe (attribute net +
+held-out real Dlack faces) -> GAN built and put in its mode by
+:func:`dafsl.transfer.apply_mode` -> :func:`dafsl.engine.fit` -> final KID / precision
+/ recall -> generated faces + manifest -> summary and outputs.
+
+Which layers each mode freezes (:func:`frozen_modules`; table in docs/augmenter.md):
+
+* vanilla: random init, nothing frozen, grows from 4x4;
+* pretrained: G and D from the source GAN, everything trains (Transferring GANs);
+* fixed: D's feature extractor (``from_rgb``, ``blocks``, ``final``) frozen with its
+  BatchNorm statistics, only ``D.classifier`` trains; G's lowest
+  ``augmenter.g_frozen_blocks`` blocks frozen, its upper blocks and to-RGB layers train;
+* finetune (FreezeD): D's lower layers frozen, counted from the image side like
+  detectron2's FREEZE_AT with ``transfer.freeze_at``: 1 = the from-RGB layers ("stem"),
+  2 = + the highest-resolution block, ...; G trains entirely.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from dafsl import transfer
+from dafsl.augmenter.data import (CROP_SOURCES, DlackCrops, class_faces, crop_annotations,
+                                  detector_crops, to_tensor, to_uint8)
+from dafsl.augmenter.diffaug import parse_policy
+from dafsl.augmenter.networks import GAN, build_gan
+from dafsl.augmenter.quality import QualityProbe
+from dafsl.augmenter.samples import write_generated, write_grid, write_real_vs_generated
+from dafsl.augmenter.trainer import GanTrainer, generate, growth_for
+from dafsl.augmenter.zoo import GAN_ENTRY, load_attribute_net
+from dafsl.data import Split, load_split
+from dafsl.detector.trainer import torch_threads  # the shared thread-count switch
+from dafsl.engine import fit
+from dafsl.errors import DafslError
+from dafsl.pipeline import StageContext, write_outputs
+from dafsl.runs import save_checkpoint
+
+
+def frozen_modules(mode: str, gan: GAN, aug_cfg: dict, transfer_cfg: dict) -> list[str]:
+    """Names of the submodules of ``gan`` that ``mode`` freezes."""
+    levels = gan.num_levels
+    if mode == "fixed":
+        k = int(aug_cfg["g_frozen_blocks"])
+        if not 0 <= k < levels:
+            raise DafslError(f"augmenter.g_frozen_blocks: must be in 0..{levels - 1} "
+                             f"(G has {levels} blocks and the top one must train), got {k}")
+        return [f"G.blocks.{i}" for i in range(k)] + ["D.from_rgb", "D.blocks", "D.final"]
+    if mode == "finetune":
+        k = int(transfer_cfg["freeze_at"])
+        if not 0 <= k <= levels:
+            raise DafslError(f"transfer.freeze_at: the augmenter's D has {levels} freezable stages "
+                             f"(from-RGB + {levels - 1} strided blocks), got {k}")
+        # D.blocks[levels - 1] sees the full-resolution image: it is the lowest block.
+        return (["D.from_rgb"] if k >= 1 else []) + [f"D.blocks.{levels - j}" for j in range(1, k)]
+    return []
+
+
+def dlack_class(ctx: StageContext) -> str:
+    dlack = ctx.split_info.get("dlack", [])
+    if len(dlack) != 1:
+        raise DafslError(f"{ctx.run.path / 'data_split.json'}: the augmenter fills exactly one "
+                         f"Dlack class, the split has {len(dlack)} ({', '.join(dlack) or 'none'})")
+    return dlack[0]
+
+
+def collect_crops(ctx: StageContext, train: Split, cls: str, log) -> DlackCrops:
+    """The Dlack faces as (N, r, r, 3) uint8 crops, from the detector or ground truth."""
+    aug = ctx.cfg["augmenter"]
+    size, margin = int(aug["resolution"]), float(aug["crop_margin"])
+    choice = aug["crops"]
+    if choice not in CROP_SOURCES:
+        raise DafslError(f"augmenter.crops: expected one of {', '.join(CROP_SOURCES)}, got {choice!r}")
+    faces = class_faces(train, cls, int(aug["shots"]))
+    if len(faces) < 2:
+        raise DafslError(f"{train.label}: Dlack class '{cls}' has {len(faces)} usable face "
+                         f"crop(s); the augmenter needs at least 2")
+    checkpoint = None
+    if choice != "gt":
+        try:
+            checkpoint = ctx.stage_output("detector").get("checkpoint")
+        except DafslError:
+            if choice == "detector":
+                raise
+            log("[augmenter] crops: no detector output in this run or --from; using the "
+                "ground-truth boxes of the Dlack faces")
+    if checkpoint is None:
+        return DlackCrops(crop_annotations(train, faces, size, margin), "gt")
+    if not Path(checkpoint).is_file():
+        raise DafslError(f"{checkpoint}: detector checkpoint named in the detector outputs not found")
+    from dafsl.detector.model import load_detector
+    from dafsl.detector.predict import detect
+
+    model = load_detector(Path(checkpoint), ctx.device)
+    score = float(aug["detector_score"])
+    crops = detector_crops(train, faces, lambda imgs: detect(model, imgs, ctx.device, score_threshold=score),
+                           size, margin, float(aug["match_iou"]), log)
+    log(f"[augmenter] crops: {len(faces) - len(crops.missed)}/{len(faces)} Dlack faces cropped "
+        f"at BDRP detections ({checkpoint})")
+    return crops
+
+
+def fill_count(aug: dict, split_info: dict, cls: str) -> int:
+    """How many faces to generate: ``fill_count`` if set, else enough to bring Dlack up to
+    ``fill_ratio`` x the largest Denough class count."""
+    if aug["fill_count"] is not None:
+        return max(0, int(aug["fill_count"]))
+    counts = split_info["counts"]
+    top = max(counts[c] for c in split_info["denough"])
+    return max(0, math.ceil(float(aug["fill_ratio"]) * top) - int(counts[cls]))
+
+
+def run(ctx: StageContext) -> dict:
+    """Train the augmenter in ``ctx.mode`` and fill Dlack; returns the stage's outputs."""
+    with torch_threads(int(ctx.cfg["augmenter"]["num_threads"])):
+        return _run(ctx)
+
+
+def _run(ctx: StageContext) -> dict:
+    cfg, aug, mode = ctx.cfg, ctx.cfg["augmenter"], ctx.mode
+    seed = int(cfg["seed"])
+    log = (lambda msg: None) if ctx.quiet else print
+    out_dir = ctx.run.stage_dir("augmenter")
+    cls = dlack_class(ctx)
+    policy = parse_policy(str(aug["diffaug"]))
+    train = load_split(cfg["data"]["manifest"], "train", cfg["data"]["cache_dir"], quiet=ctx.quiet)
+    crops = collect_crops(ctx, train, cls, log)
+    reals = to_tensor(crops.images)
+
+    # Quality reference: Dlack-class faces of the test split, never seen by the GAN.
+    zoo_time = {}
+    attr_net, attr_meta = load_attribute_net(cfg, quiet=ctx.quiet)
+    zoo_time["augmenter-attrnet"] = transfer_build_time(attr_meta)
+    test = load_split(cfg["data"]["manifest"], "test", cfg["data"]["cache_dir"], quiet=ctx.quiet)
+    ref_faces = class_faces(test, cls, int(aug["reference_faces"]))
+    if len(ref_faces) < 2:
+        raise DafslError(f"{test.label}: needs at least 2 '{cls}' faces as the quality reference")
+    reference = to_tensor(crop_annotations(test, ref_faces, int(aug["resolution"]), float(aug["crop_margin"])))
+    probe = QualityProbe(attr_net, reference, int(aug["latent_dim"]),
+                         eval_samples=int(aug["eval_samples"]), final_samples=int(aug["final_samples"]),
+                         subsets=int(aug["kid_subsets"]), subset_size=int(aug["kid_subset_size"]),
+                         k=int(aug["pr_k"]), seed=seed, attribute_names=attr_meta.get("attributes"))
+
+    torch.manual_seed(seed)
+    gan = build_gan(aug)
+    source_state = None
+    if mode != "vanilla":
+        source_state, src_meta = transfer.resolve_source(cfg, GAN_ENTRY, quiet=ctx.quiet)
+        zoo_time[GAN_ENTRY] = transfer_build_time(src_meta)
+    report = transfer.apply_mode(gan, mode, source_state=source_state,
+                                 frozen=frozen_modules(mode, gan, aug, cfg["transfer"]),
+                                 required=("G.", "D."), lr_factor=float(cfg["transfer"]["lr_factor"]),
+                                 log=log)
+    growth = growth_for(aug, gan.num_levels, grown=(mode != "vanilla"))
+    epochs = int(aug["epochs"])
+    if growth.total_steps > epochs * int(aug["steps_per_epoch"]):
+        log(f"[augmenter] {epochs} epochs end before G reaches {aug['resolution']} px "
+            f"(growth needs {growth.total_steps // int(aug['steps_per_epoch'])}); samples are upsampled")
+
+    level0, alpha0 = growth.at(0)
+    kid_start = probe.kid_of(generate(gan.G, probe.z_eval, level0, alpha0))[0]  # the source's, in transfer modes
+    sample_every = int(aug["sample_every"])
+
+    def evaluate(g_ema, level: int, alpha: float, epoch: int) -> dict:
+        fakes = generate(g_ema, probe.z_eval, level, alpha)
+        kid_mean, kid_std = probe.kid_of(fakes)
+        if sample_every > 0 and ((epoch + 1) % sample_every == 0 or epoch == epochs - 1):
+            write_grid(out_dir / "samples" / f"epoch{epoch + 1:04d}.png", to_uint8(fakes[:64]))
+        return {"kid": kid_mean, "kid_std": kid_std}
+
+    trainer = GanTrainer(gan, reals, aug, seed=seed, epochs=epochs, growth=growth, policy=policy,
+                         device=ctx.device, evaluate_fn=evaluate,
+                         make_scheduler=lambda opt: transfer.build_scheduler(opt, mode, cfg["transfer"]))
+    records = fit(trainer, ctx.run, epochs, mode=mode, resume=ctx.resume, quiet=ctx.quiet)
+
+    level, alpha = trainer.growth.at(max(trainer.step - 1, 0))
+    final = probe.full_report(generate(trainer.g_ema, probe.z_final, level, alpha))
+    ceiling = probe.kid_of(reals)  # the real Dlack crops themselves: what a perfect copy scores
+    n_fill = fill_count(aug, ctx.split_info, cls)
+    gen = torch.Generator().manual_seed(seed * 1000 + 999)
+    fill = to_uint8(generate(trainer.g_ema, torch.randn(n_fill, gan.G.latent_dim, generator=gen), level, alpha))
+    manifest = write_generated(out_dir / "generated", fill, cls, out_dir / "generated.json",
+                               extra={"mode": mode, "generator": "generator_ema.pt"})
+    write_real_vs_generated(out_dir / "real_vs_generated.png", crops.images,
+                            to_uint8(generate(trainer.g_ema, probe.z_final[:len(crops.images)], level, alpha)))
+    generator_path = out_dir / "generator_ema.pt"
+    save_checkpoint({"model": trainer.g_ema.state_dict(), "latent_dim": gan.G.latent_dim,
+                     "channels": [int(c) for c in aug["channels"]], "resolution": gan.G.resolution,
+                     "level": level, "alpha": alpha, "mode": mode}, generator_path)
+
+    last = records[-1]
+    ctx.run.update_summary("augmenter", {
+        "mode": mode, "dlack_class": cls, "real_faces": len(crops.images), "crops": crops.source,
+        "detector_missed": crops.missed, "diffaug": ",".join(policy) or "off",
+        "epochs": epochs, "steps": trainer.step, "train_time_s": last["wall_clock_s"],
+        "wall_clock_s": last["wall_clock_s"], "final_loss_g": last["loss_g"], "final_loss_d": last["loss_d"],
+        "final_d_real": last["d_real"], "final_d_fake": last["d_fake"],
+        **final, "kid_start": kid_start, "kid_real_crops": ceiling[0], "reference_faces": len(reference),
+        "trainable_params": report.trainable_params, "frozen_params": report.frozen_params,
+        "transfer": report.as_dict(), "zoo_build_time_s": sum(zoo_time.values()),
+        "zoo_build_time_by_entry_s": zoo_time, "generated": n_fill,
+        "final_resolution": 4 * 2 ** level, "final_alpha": alpha})
+    if not ctx.quiet:
+        print(f"[augmenter] {mode}: KID {final['kid']:.4f} +- {final['kid_std']:.4f}, precision "
+              f"{final['precision']:.3f}, recall {final['recall']:.3f} ({len(reference)} held-out "
+              f"'{cls}' faces; real crops score {ceiling[0]:.4f}); wrote {n_fill} faces to "
+              f"{out_dir / 'generated'}")
+    return write_outputs(ctx.run, "augmenter", {"generated_dir": out_dir / "generated",
+                                                "generated_manifest": manifest,
+                                                "generator": generator_path})
+
+
+def transfer_build_time(meta: dict) -> float:
+    """Seconds the zoo spent building an entry *in this call* (0 when it was cached)."""
+    return float(meta.get("build_time_s", 0.0)) if meta.get("built_now") else 0.0

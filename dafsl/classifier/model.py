@@ -1,0 +1,114 @@
+"""The gender classifier: a timm backbone with a new linear head, its freezing plan per
+transfer mode, and its checkpoint format.
+
+Module names follow timm's ResNet (``conv1``, ``bn1``, ``layer1`` … ``layer4``, ``fc``),
+which are also torchvision's, so the BDRP detector's backbone
+(:func:`dafsl.detector.model.backbone_state`) loads by name. The head (``fc``) is new
+in every transfer mode: the source never has a two-class gender head.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from dafsl.errors import DafslError
+from dafsl.runs import load_checkpoint, save_checkpoint
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def build_classifier(backbone: str, num_classes: int = 2) -> nn.Module:
+    """A randomly initialised timm model ``backbone`` with a ``num_classes`` head.
+
+    Input (B, 3, H, W) normalised with ImageNet mean/std; output logits (B, num_classes).
+    ``resnet10`` is resnet18 with one block per stage (the detector's tiny backbone).
+    Weights are never downloaded here (:func:`dafsl.transfer.resolve_source` reads caches).
+    """
+    kwargs = {}
+    if backbone == "resnet10":  # one BasicBlock per stage, as the detector's smoke backbone
+        backbone, kwargs = "resnet18", {"layers": [1, 1, 1, 1]}
+    try:
+        return timm.create_model(backbone, pretrained=False, num_classes=num_classes, **kwargs)
+    except RuntimeError as err:  # timm: "Unknown model (...)"
+        raise DafslError(f"classifier.backbone: {str(err).splitlines()[0]}") from None
+
+
+def head_name(model: nn.Module) -> str:
+    """Name of the classification head module (``fc`` for ResNets)."""
+    return model.pretrained_cfg.get("classifier", "fc") if hasattr(model, "pretrained_cfg") else "fc"
+
+
+def backbone_blocks(model: nn.Module) -> list[list[str]]:
+    """Top-level module names grouped as [stem, stage1, stage2, …] from timm's
+    ``feature_info`` (resnet: [[conv1, bn1, act1], [maxpool, layer1], [layer2], …]).
+
+    This is the unit of ``transfer.freeze_at`` (detectron2 FREEZE_AT: 1 = stem,
+    2 = stem + first stage, …).
+    """
+    children = [name for name, _ in model.named_children()]
+    stage_ends = [f["module"] for f in getattr(model, "feature_info", [])]
+    if not stage_ends or any("." in s or s not in children for s in stage_ends):
+        raise DafslError(f"classifier.backbone: {type(model).__name__} has no top-level stages "
+                         f"in feature_info; finetune needs a ResNet-like model (e.g. resnet18)")
+    blocks, current = [], []
+    for name in children:
+        current.append(name)
+        if name == stage_ends[len(blocks)]:
+            blocks.append(current)
+            current = []
+            if len(blocks) == len(stage_ends):
+                break
+    return blocks
+
+
+def frozen_modules(model: nn.Module, mode: str, freeze_at: int) -> list[str]:
+    """Top-level modules to freeze for ``mode``: ``fixed`` → everything but the head
+    (a frozen feature extractor); ``finetune`` → the first ``freeze_at`` blocks of
+    :func:`backbone_blocks`; ``vanilla``/``pretrained`` → nothing."""
+    if mode == "fixed":
+        head = head_name(model)
+        return [name for name, m in model.named_children()
+                if name != head and any(True for _ in m.parameters())]
+    if mode == "finetune":
+        blocks = backbone_blocks(model)
+        if not 0 <= freeze_at < len(blocks):
+            raise DafslError(f"transfer.freeze_at: {freeze_at} would freeze every stage of the "
+                             f"classifier (it has {len(blocks)} blocks incl. the stem); use "
+                             f"0..{len(blocks) - 1} or mode fixed")
+        return [name for block in blocks[:freeze_at] for name in block]
+    return []
+
+
+def backbone_prefixes(model: nn.Module) -> list[str]:
+    """Parameter-holding top-level modules except the head: the part of the network a
+    pretrained source must provide (a missing or mis-shaped layer there is an error)."""
+    head = head_name(model)
+    return [f"{name}." for name, m in model.named_children()
+            if name != head and any(True for _ in m.parameters())]
+
+
+def save_classifier(model: nn.Module, path: Path, *, backbone: str, classes: list[str],
+                    input_size: int, crop_size: int) -> None:
+    """Write the final classifier: {"model", "backbone", "classes", "input_size", "crop_size"}."""
+    save_checkpoint({"model": model.state_dict(), "backbone": backbone, "classes": list(classes),
+                     "input_size": int(input_size), "crop_size": int(crop_size)}, path)
+
+
+def load_classifier(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild a classifier saved by :func:`save_classifier`; returns (model in eval mode, meta)."""
+    ckpt = load_checkpoint(path)
+    missing = [k for k in ("model", "backbone", "classes") if k not in ckpt]
+    if missing:
+        raise DafslError(f"{path}: not a classifier checkpoint (lacks '{missing[0]}')")
+    model = build_classifier(ckpt["backbone"], len(ckpt["classes"]))
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as err:
+        raise DafslError(f"{path}: weights do not fit {ckpt['backbone']} "
+                         f"({str(err).splitlines()[0][:160]})") from None
+    meta = {k: v for k, v in ckpt.items() if k != "model"}
+    return model.to(device).eval(), meta

@@ -1,0 +1,269 @@
+"""Stage 3: ``run(ctx)`` trains and scores the gender classifier.
+
+    python -m dafsl.pipeline --stage classifier --kd MODE [--from RUN_DIR]
+
+Steps: face crops (BDRP detector boxes, or annotated boxes) for train/val/test; the
+Dlack class filled with the augmenter's generated faces (``classifier.augmentation``);
+the transfer mode applied through :mod:`dafsl.transfer` with the BDRP backbone (or
+another ``classifier.source``); training through :func:`dafsl.engine.fit` with the
+``classifier.distill`` method; final test metrics, confusion matrix PNG and the
+end-to-end two-class detection score (:mod:`dafsl.classifier.system_eval`).
+"""
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dafsl import engine, transfer
+from dafsl.classifier import system_eval
+from dafsl.classifier.data import (AUGMENTATIONS, IMBALANCE, FaceSet, classic_augmentation,
+                                   generated_faces, split_faces)
+from dafsl.classifier.distill import DISTILLERS, TeacherEnsemble, build_distiller
+from dafsl.classifier.metrics import classification_metrics, plot_confusion
+from dafsl.classifier.model import (backbone_prefixes, build_classifier, frozen_modules,
+                                    load_classifier, save_classifier)
+from dafsl.classifier.trainer import ClassifierTrainer, predict_probs
+from dafsl.data import load_split
+from dafsl.errors import DafslError
+from dafsl.pipeline import write_outputs
+from dafsl.runs import load_checkpoint
+
+STAGE = "classifier"
+CROP_SOURCES = ("auto", "detector", "gt")
+
+
+def check_config(c: dict) -> None:
+    """One-line errors for values the YAML types cannot catch."""
+    for key, allowed in (("augmentation", AUGMENTATIONS), ("imbalance", IMBALANCE),
+                         ("crops", CROP_SOURCES), ("distill", tuple(DISTILLERS))):
+        if c[key] not in allowed:
+            raise DafslError(f"classifier.{key}: expected one of {', '.join(allowed)}, got {c[key]!r}")
+    for key in ("epochs", "batch_size", "crop_size", "input_size"):
+        if int(c[key]) < 1:
+            raise DafslError(f"classifier.{key} must be >= 1, got {c[key]}")
+
+
+def _log(ctx, msg: str) -> None:
+    if not ctx.quiet:
+        print(f"[{STAGE}] {msg}")
+
+
+def find_detector(ctx) -> Path | None:
+    """This run's (or ``--from``'s) detector checkpoint, or None when there is none."""
+    try:
+        return Path(ctx.stage_output("detector")["checkpoint"])
+    except DafslError:
+        return None
+
+
+def source_state(ctx, detector_path: Path | None) -> tuple[dict, dict]:
+    """The pretrained weights for fixed/finetune/pretrained (``classifier.source``) and
+    {"source": ..., "zoo_build_time_s": ...} for the summary (zoo build time is never
+    training time)."""
+    from dafsl.detector.model import backbone_state
+
+    c = ctx.cfg[STAGE]
+    src = c["source"]
+    if src == "detector":
+        if detector_path is None:
+            raise DafslError("classifier.source detector: no detector outputs; run the detector "
+                             "stage first, pass --from RUN_DIR, or set classifier.source")
+        return backbone_state(load_checkpoint(detector_path)), {"source": f"detector:{detector_path}"}
+    cfg = copy.deepcopy(ctx.cfg)
+    cfg["transfer"]["source"] = src  # "zoo", "imagenet" or a path, resolved the shared way
+    if src == "imagenet":
+        # torchvision's and timm's ResNets share parameter names: either cache will do
+        try:
+            state, meta = transfer.resolve_source(cfg, c["zoo_entry"], ctx.quiet, arch=c["backbone"])
+        except DafslError as tv_err:
+            try:
+                state, meta = transfer.resolve_source(cfg, c["zoo_entry"], ctx.quiet,
+                                                      arch=f"timm/{c['backbone']}")
+            except DafslError:
+                raise tv_err from None
+    else:
+        state, meta = transfer.resolve_source(cfg, c["zoo_entry"], quiet=ctx.quiet)
+    if not any(k.startswith(("conv1.", "layer1.")) for k in state):
+        state = backbone_state(state)  # a detector checkpoint (zoo entry or path)
+    return state, {"source": meta.get("source", src),
+                   "zoo_build_time_s": float(meta.get("build_time_s", 0.0)) if meta.get("built_now") else 0.0}
+
+
+def build_model(ctx, backbone: str, mode: str, detector_path: Path | None, log):
+    """A classifier with ``mode`` applied; returns (model, TransferReport, source info)."""
+    model = build_classifier(backbone, len(ctx.split_info["counts"]))
+    state, info = (None, {"source": None}) if mode == "vanilla" else source_state(ctx, detector_path)
+    report = transfer.apply_mode(model, mode, source_state=state,
+                                 frozen=frozen_modules(model, mode, int(ctx.cfg["transfer"]["freeze_at"])),
+                                 required=backbone_prefixes(model) if state is not None else (),
+                                 lr_factor=float(ctx.cfg["transfer"]["lr_factor"]), log=log)
+    return model.to(ctx.device), report, info
+
+
+def training_faces(ctx, train: FaceSet, classes: list[str], positive: str) -> tuple[FaceSet, dict]:
+    """Real crops plus, for ``gan`` augmentations, generated Dlack faces filling the class
+    up to the largest class (or ``classifier.generated_count``)."""
+    c = ctx.cfg[STAGE]
+    if not c["augmentation"].startswith("gan"):
+        return train, {"generated_used": 0}
+    out = ctx.stage_output("augmenter")
+    counts = train.counts(len(classes))
+    want = c["generated_count"]
+    want = int(counts.max() - counts[classes.index(positive)]) if want is None else int(want)
+    gen = generated_faces(out["generated_manifest"], out["generated_dir"], classes, int(c["crop_size"]), limit=max(want, 1))
+    if len(gen) < want:
+        _log(ctx, f"the augmenter made {len(gen)} faces, fewer than the {want} that would "
+                  f"balance the classes; using all of them")
+    return FaceSet.concat([train, gen]), {"generated_used": len(gen)}
+
+
+def run(ctx) -> dict:
+    c = ctx.cfg[STAGE]
+    check_config(c)
+    t_start = time.perf_counter()
+    classes = list(ctx.split_info["counts"])
+    positive = (ctx.split_info["dlack"] or classes[-1:])[0]
+    seed = int(ctx.cfg["seed"])
+    data_cfg = ctx.cfg["data"]
+    stage_dir = ctx.run.stage_dir(STAGE)
+    log = (lambda msg: None) if ctx.quiet else (lambda msg: print(f"[{STAGE}] {msg}"))
+
+    # -- crops -----------------------------------------------------------------
+    detector_path = find_detector(ctx)
+    crops = c["crops"]
+    if crops == "auto":
+        crops = "detector" if detector_path is not None else "gt"
+        if detector_path is None:
+            _log(ctx, "no detector outputs (run the detector or pass --from): cropping annotated boxes")
+    if crops == "detector" and detector_path is None:
+        raise DafslError("classifier.crops detector: no detector outputs; run the detector stage "
+                         "first or pass --from RUN_DIR")
+    detector = None
+    if detector_path is not None and (crops == "detector" or c["system_eval"]):
+        from dafsl.detector.model import load_detector
+
+        detector = load_detector(detector_path, ctx.device)
+    t0 = time.perf_counter()
+    splits = {s: load_split(data_cfg["manifest"], s, data_cfg["cache_dir"], quiet=ctx.quiet)
+              for s in ("train", "val", "test")}
+    det_threshold = min(float(c["crop_score_threshold"]), float(c["system_score_threshold"]))
+    detections = {s: system_eval.split_detections(detector, detector_path, sp, ctx.device,
+                                                   det_threshold, data_cfg["cache_dir"], ctx.quiet)
+                  for s, sp in splits.items()
+                  if detector is not None and (crops == "detector" or s == "test")}
+    faces, crop_stats = {}, {}
+    for s, sp in splits.items():
+        faces[s], crop_stats[s] = split_faces(
+            sp, classes, int(c["crop_size"]), float(c["crop_margin"]),
+            detections.get(s) if crops == "detector" else None, float(c["crop_score_threshold"]))
+    train_set, gen_info = training_faces(ctx, faces["train"], classes, positive)
+    crop_time = time.perf_counter() - t0
+    counts = train_set.counts(len(classes))
+    _log(ctx, f"crops from {crops}: train {dict(zip(classes, counts.tolist()))} "
+              f"({gen_info['generated_used']} generated), val {len(faces['val'])}, "
+              f"test {len(faces['test'])} faces ({crop_time:.1f}s)")
+
+    # -- model, teacher, method ------------------------------------------------
+    model, report, src_info = build_model(ctx, c["backbone"], ctx.mode, detector_path, log)
+    class_weight = None
+    if c["imbalance"] == "weighted_loss":
+        # inverse frequency, normalised so a balanced set gets weight 1 per class
+        class_weight = torch.as_tensor(counts.sum() / (len(classes) * np.maximum(counts, 1)),
+                                       dtype=torch.float32)
+    augment = classic_augmentation(seed) if c["augmentation"].endswith("classic") else None
+
+    def make_trainer(stage: str, student, mode: str, distiller_name: str, teacher=None, params=None):
+        distiller = build_distiller(distiller_name, student, teacher, class_weight, **(params or {}))
+        opt = torch.optim.AdamW(distiller.trainable_parameters(), lr=float(c["lr"]),
+                                weight_decay=float(c["weight_decay"]))
+        return ClassifierTrainer(stage, distiller, opt, transfer.build_scheduler(opt, mode, ctx.cfg["transfer"]),
+                                 train_set, faces["val"], classes, positive, seed=seed,
+                                 batch_size=int(c["batch_size"]), input_size=int(c["input_size"]),
+                                 balanced=c["imbalance"] == "balanced_sampling",
+                                 epoch_size=c["epoch_size"], augment=augment)
+
+    teacher, teacher_info = None, {}
+    if DISTILLERS[c["distill"]].needs_teacher:
+        teacher, teacher_info = build_teacher(ctx, make_trainer, detector_path, log)
+    trainer = make_trainer(STAGE, model, ctx.mode, c["distill"], teacher, c["distill_params"].get(c["distill"]))
+
+    # -- train -----------------------------------------------------------------
+    records = engine.fit(trainer, ctx.run, int(c["epochs"]), mode=ctx.mode, resume=ctx.resume,
+                         quiet=ctx.quiet, extra={"augmentation": c["augmentation"],
+                                                 "imbalance": c["imbalance"], "distill": c["distill"]})
+    final_ckpt = stage_dir / "classifier_final.pt"
+    save_classifier(model, final_ckpt, backbone=c["backbone"], classes=classes,
+                    input_size=int(c["input_size"]), crop_size=int(c["crop_size"]))
+
+    # -- score -----------------------------------------------------------------
+    t0 = time.perf_counter()
+    probs = predict_probs(model, faces["test"].images, int(c["input_size"]))
+    test = classification_metrics(faces["test"].labels, probs, classes, positive)
+    confusion_png = plot_confusion(test["confusion"], classes, stage_dir / "confusion_test.png",
+                                   title=f"{ctx.mode}, {c['augmentation']}: bal. acc "
+                                         f"{test['balanced_accuracy']:.3f}")
+    eval_time = time.perf_counter() - t0
+    system, system_time = {}, 0.0
+    if c["system_eval"] and detector is not None:
+        t0 = time.perf_counter()
+        system = system_eval.evaluate_system(
+            model, splits["test"], detections["test"], classes, stage_dir / "system_eval",
+            crop_size=int(c["crop_size"]), margin=float(c["crop_margin"]),
+            input_size=int(c["input_size"]), score_threshold=float(c["system_score_threshold"]))
+        system_time = time.perf_counter() - t0
+    elif c["system_eval"]:
+        _log(ctx, "no detector: end-to-end system evaluation skipped")
+
+    summary = {"mode": ctx.mode, **report.as_dict(), **src_info, **teacher_info,
+               "backbone": c["backbone"], "crops": crops, "augmentation": c["augmentation"],
+               "imbalance": c["imbalance"], "distill": c["distill"],
+               "train_counts": dict(zip(classes, counts.tolist())), **gen_info,
+               "crop_stats": crop_stats, "epochs": len(records),
+               "train_time_s": float(records[-1]["wall_clock_s"]) if records else 0.0,
+               "crop_time_s": crop_time, "test_eval_time_s": eval_time,
+               "system_eval_time_s": system_time,
+               "stage_time_s": time.perf_counter() - t_start,
+               "peak_rss_mb": engine.peak_rss_mb(),
+               **{f"test_{k}": v for k, v in test.items()}, **system}
+    summary.setdefault("zoo_build_time_s", 0.0)
+    ctx.run.update_summary(STAGE, summary)
+    _log(ctx, f"test: balanced accuracy {test['balanced_accuracy']:.3f}, {positive} recall "
+              f"{test[f'recall_{positive}']:.3f}, ROC-AUC {test['roc_auc'] or float('nan'):.3f}"
+              + (f"; system mAP@0.5 {system['system_map50']:.3f}" if system else ""))
+    outputs = {"checkpoint": final_ckpt, "confusion_png": confusion_png}
+    if system:
+        outputs["system_report"] = stage_dir / "system_eval" / "report.md"
+    return write_outputs(ctx.run, STAGE, outputs)
+
+
+def build_teacher(ctx, make_trainer, detector_path: Path | None, log):
+    """The distillation teacher: the checkpoint(s) in ``classifier.teacher.checkpoints``
+    (several = an ensemble with averaged logits), else a ``teacher.backbone`` classifier
+    trained first on the same data (stage ``classifier_teacher`` in metrics.jsonl)."""
+    t = ctx.cfg[STAGE]["teacher"]
+    c = ctx.cfg[STAGE]
+    if t["checkpoints"]:
+        members = []
+        for path in t["checkpoints"]:
+            member, meta = load_classifier(Path(path), ctx.device)
+            if meta.get("input_size") != int(c["input_size"]):
+                raise DafslError(f"{path}: teacher was trained at input_size {meta.get('input_size')}, "
+                                 f"the student uses {c['input_size']}")
+            members.append(member)
+        teacher = members[0] if len(members) == 1 else TeacherEnsemble(members)
+        return teacher, {"teacher": [str(p) for p in t["checkpoints"]]}
+    teacher, report, _ = build_model(ctx, t["backbone"], t["mode"], detector_path, log)
+    trainer = make_trainer(f"{STAGE}_teacher", teacher, t["mode"], "none")
+    records = engine.fit(trainer, ctx.run, int(t["epochs"]), mode=t["mode"], resume=ctx.resume,
+                         quiet=ctx.quiet)
+    path = ctx.run.stage_dir(STAGE) / "teacher_final.pt"
+    save_classifier(teacher, path, backbone=t["backbone"], classes=list(ctx.split_info["counts"]),
+                    input_size=int(c["input_size"]), crop_size=int(c["crop_size"]))
+    last = records[-1] if records else {}
+    return teacher, {"teacher": str(path), "teacher_backbone": t["backbone"],
+                     "teacher_train_time_s": float(last.get("wall_clock_s", 0.0)),
+                     "teacher_val_balanced_accuracy": last.get("val_balanced_accuracy")}

@@ -1,0 +1,3 @@
+from dafsl.report import main
+
+main()

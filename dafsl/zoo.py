@@ -1,0 +1,171 @@
+"""The offline model zoo: source checkpoints dafsl trains itself on the *source* dataset.
+
+This machine cannot download ImageNet weights, so ``--kd pretrained`` needs a source
+that can be made locally: each zoo entry trains a model of the stage's architecture on
+the non-face ``shapes`` set (``data.source_manifest``) and caches it under
+``<cache>/zoo/<name>-<key>/`` (``checkpoint.pt`` + ``meta.json``). The key hashes the
+config the entry depends on and the builder's code, so a changed architecture rebuilds.
+
+    python -m dafsl.zoo list             entries, and whether each is built for this config
+    python -m dafsl.zoo build NAME       build (or confirm) one entry now
+
+The build time is recorded in ``meta.json`` (``build_time_s``) and never counted in a
+transfer run's training time: like ImageNet pretraining in the paper, it is paid once.
+
+Registering an entry: add one line to :data:`ENTRIES` (``name → "module:function"``).
+The function is ``build_entry(cfg, out_dir, quiet) -> meta`` and writes
+``out_dir/"checkpoint.pt"`` via :func:`dafsl.runs.save_checkpoint`; its meta must hold
+``source_dataset`` and ``descriptor`` (:func:`dafsl.similarity.describe_split`). The
+builder's module may define ``entry_key(cfg) -> dict`` (the config the checkpoint depends
+on); without it the whole config except paths/device is hashed.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import importlib
+import inspect
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+from dafsl.config import DEFAULT_CONFIG, load_config
+from dafsl.data import cache_root
+from dafsl.errors import DafslError, exit_on_error
+from dafsl.runs import atomic_write_json
+
+ENTRIES: dict[str, str] = {
+    "detector-shapes": "dafsl.detector.zoo:build_entry",
+    "augmenter-gan": "dafsl.augmenter.zoo:build_source_gan",
+    "augmenter-attrnet": "dafsl.augmenter.zoo:build_attribute_net",
+}
+
+
+def zoo_dir(cfg: dict) -> Path:
+    """``zoo.dir`` if set, else ``<cache_root(data.cache_dir)>/zoo``."""
+    configured = cfg.get("zoo", {}).get("dir")
+    if configured:
+        return Path(configured).expanduser()
+    return cache_root(cfg["data"]["cache_dir"]) / "zoo"
+
+
+def _builder(name: str):
+    if name not in ENTRIES:
+        raise DafslError(f"zoo: unknown entry '{name}' (known: {', '.join(sorted(ENTRIES))})")
+    module_name, _, fn_name = ENTRIES[name].partition(":")
+    module = importlib.import_module(module_name)
+    return module, getattr(module, fn_name)
+
+
+def entry_key(name: str, cfg: dict) -> str:
+    """12-hex key of entry ``name`` under ``cfg``: its relevant config + builder code."""
+    module, fn = _builder(name)
+    if hasattr(module, "entry_key"):
+        relevant = module.entry_key(cfg)
+    else:
+        relevant = copy.deepcopy(cfg)
+        relevant.pop("out_root", None)
+        relevant.pop("device", None)
+        relevant.get("data", {}).pop("cache_dir", None)
+        relevant.get("zoo", {}).pop("dir", None)
+    blob = json.dumps({"name": name, "config": relevant, "code": inspect.getsource(module)},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def entry_dir(name: str, cfg: dict) -> Path:
+    return zoo_dir(cfg) / f"{name}-{entry_key(name, cfg)}"
+
+
+def get(name: str, cfg: dict, quiet: bool = False) -> tuple[Path, dict]:
+    """``(checkpoint path, meta)`` of entry ``name``, building it first if needed.
+
+    ``meta["built_now"]`` says whether this call built it (a stage logs
+    ``zoo_build_time_s = meta["build_time_s"]`` then, and 0 for a cached entry).
+    """
+    out = entry_dir(name, cfg)
+    meta_path, ckpt = out / "meta.json", out / "checkpoint.pt"
+    if meta_path.is_file() and ckpt.is_file():
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError:
+            raise DafslError(f"{meta_path}: invalid JSON; delete {out} to rebuild") from None
+        return ckpt, {**meta, "built_now": False}
+    _, build = _builder(name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Build in a temp dir renamed into place, so an interrupted build never looks cached.
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        if not quiet:
+            print(f"[zoo] building {name} (first use; cached in {out})")
+        t0 = time.perf_counter()
+        meta = dict(build(cfg, tmp, quiet))
+        missing = {"source_dataset", "descriptor"} - meta.keys()
+        if missing or not (tmp / "checkpoint.pt").is_file():
+            raise DafslError(f"zoo: builder of '{name}' did not produce "
+                             f"{sorted(missing) or 'checkpoint.pt'}")
+        meta.update(name=name, key=out.name.rsplit("-", 1)[1],
+                    build_time_s=round(time.perf_counter() - t0, 2),
+                    created=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        atomic_write_json(tmp / "meta.json", meta)
+        if out.exists():  # another process finished the same entry first; keep theirs
+            shutil.rmtree(tmp)
+            return get(name, cfg, quiet)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if not quiet:
+        print(f"[zoo] built {name} in {meta['build_time_s']:.1f}s")
+    return ckpt, {**meta, "built_now": True}
+
+
+def list_entries(cfg: dict) -> list[dict]:
+    """Every registered entry with its cache path and, when built, its meta."""
+    rows = []
+    for name in ENTRIES:
+        d = entry_dir(name, cfg)
+        meta = json.loads((d / "meta.json").read_text()) if (d / "meta.json").is_file() else None
+        rows.append({"name": name, "builder": ENTRIES[name], "path": str(d),
+                     "built": meta is not None,
+                     **({k: meta[k] for k in ("source_dataset", "build_time_s", "created")
+                         if k in meta} if meta else {})})
+    return rows
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m dafsl.zoo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=("list", "build"))
+    p.add_argument("name", nargs="?", help="entry to build")
+    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+@exit_on_error
+def main(argv: Sequence[str] | None = None) -> list[dict] | dict:
+    args = get_args_parser().parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    if args.command == "list":
+        rows = list_entries(cfg)
+        for r in rows:
+            state = (f"built {r['created']} in {r['build_time_s']:.0f}s from {r['source_dataset']}"
+                     if r["built"] else "not built")
+            print(f"{r['name']:<20} {state:<52} {r['path']}")
+        return rows
+    if not args.name:
+        raise DafslError("zoo build: name the entry to build (see `python -m dafsl.zoo list`)")
+    path, meta = get(args.name, cfg, quiet=args.quiet)
+    shown = {k: v for k, v in meta.items() if k != "descriptor"}
+    print(json.dumps({"checkpoint": str(path), **shown}))
+    return meta
+
+
+if __name__ == "__main__":
+    main()

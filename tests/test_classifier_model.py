@@ -1,0 +1,107 @@
+"""Classifier model: freezing plans per mode, frozen layers staying frozen while training,
+architecture mismatches as errors, checkpoint round trip."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dafsl import transfer
+from dafsl.classifier.data import FaceSet
+from dafsl.classifier.distill import build_distiller
+from dafsl.classifier.model import (backbone_blocks, backbone_prefixes, build_classifier,
+                                    frozen_modules, load_classifier, save_classifier)
+from dafsl.classifier.trainer import ClassifierTrainer
+from dafsl.errors import DafslError
+
+
+def source_state(seed: int = 1) -> dict:
+    """A 'pretrained' resnet10 backbone with plain resnet names (no head), like
+    dafsl.detector.model.backbone_state returns."""
+    torch.manual_seed(seed)
+    net = build_classifier("resnet10")
+    with torch.no_grad():  # non-trivial BN statistics, so an update would show
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.9, 1.1)
+    return {k: v for k, v in net.state_dict().items() if not k.startswith("fc.")}
+
+
+def test_freezing_plans():
+    model = build_classifier("resnet10")
+    assert backbone_blocks(model) == [["conv1", "bn1", "act1"], ["maxpool", "layer1"],
+                                      ["layer2"], ["layer3"], ["layer4"]]
+    assert frozen_modules(model, "fixed", 2) == ["conv1", "bn1", "layer1", "layer2", "layer3", "layer4"]
+    assert frozen_modules(model, "finetune", 2) == ["conv1", "bn1", "act1", "maxpool", "layer1"]
+    assert frozen_modules(model, "finetune", 0) == []
+    assert frozen_modules(model, "pretrained", 2) == frozen_modules(model, "vanilla", 2) == []
+    with pytest.raises(DafslError, match="freeze_at: 5 would freeze every stage"):
+        frozen_modules(model, "finetune", 5)
+    assert backbone_prefixes(model) == ["conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4."]
+    assert sum(1 for _ in model.layer1.children()) == 1  # resnet10: one block per stage
+
+
+def train_a_few_steps(model) -> None:
+    rng = np.random.default_rng(0)
+    faces = FaceSet(rng.integers(0, 255, (24, 16, 16, 3), dtype=np.uint8),
+                    np.array([0, 1] * 12), np.zeros(24, dtype=bool))
+    method = build_distiller("none", model)
+    opt = torch.optim.AdamW(method.trainable_parameters(), lr=1e-2)
+    sched = transfer.build_scheduler(opt, "finetune", {"lr_factor": 0.5, "warmup_steps": 2})
+    trainer = ClassifierTrainer("classifier", method, opt, sched, faces, faces, ["male", "female"],
+                                "female", seed=0, batch_size=8, input_size=16, balanced=False,
+                                epoch_size=None, augment=None)
+    for batch in trainer.batches(0):
+        trainer.train_step(batch)
+    trainer.evaluate(0)  # eval then train again: frozen BN must not wake up
+    for batch in trainer.batches(1):
+        trainer.train_step(batch)
+
+
+@pytest.mark.parametrize("mode, frozen_prefixes, trained_prefixes", [
+    ("fixed", ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4."), ("fc.",)),
+    ("finetune", ("conv1.", "bn1.", "layer1."), ("layer2.", "layer3.", "layer4.", "fc.")),
+])
+def test_frozen_layers_stay_frozen(mode, frozen_prefixes, trained_prefixes):
+    model = build_classifier("resnet10")
+    src = source_state()
+    report = transfer.apply_mode(model, mode, source_state=src, frozen=frozen_modules(model, mode, 2),
+                                 required=backbone_prefixes(model), log=lambda m: None)
+    assert report.skipped == [("fc.weight", "missing in source"), ("fc.bias", "missing in source")]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train_a_few_steps(model)
+    after = model.state_dict()
+    for name, value in after.items():
+        if name.startswith(frozen_prefixes):  # weights and BN running stats alike
+            assert torch.equal(value, before[name]), f"{mode}: {name} changed"
+            assert torch.equal(value, src[name]), f"{mode}: {name} is not the source's"
+    changed = [n for n in after if n.startswith(trained_prefixes) and n.endswith("weight")
+               and not torch.equal(after[n], before[n])]
+    assert changed and all(n.startswith(trained_prefixes) for n in changed)
+    assert any(n.startswith("fc.") for n in changed)
+    if mode == "finetune":  # upper BN layers do update their statistics
+        assert not torch.equal(after["layer4.0.bn1.running_mean"], before["layer4.0.bn1.running_mean"])
+
+
+def test_mismatched_source_is_an_error_naming_the_layer():
+    model = build_classifier("resnet18")  # two blocks per stage; the source has one
+    with pytest.raises(DafslError, match=r"layer1\.1\.conv1\.weight: required layer does not transfer"):
+        transfer.apply_mode(model, "pretrained", source_state=source_state(),
+                            required=backbone_prefixes(model), log=lambda m: None)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model = build_classifier("resnet10").eval()
+    path = tmp_path / "c.pt"
+    save_classifier(model, path, backbone="resnet10", classes=["male", "female"], input_size=16,
+                    crop_size=16)
+    again, meta = load_classifier(path)
+    x = torch.randn(2, 3, 16, 16)
+    assert torch.equal(model(x), again(x))
+    assert meta == {"backbone": "resnet10", "classes": ["male", "female"], "input_size": 16,
+                    "crop_size": 16}
+    with pytest.raises(DafslError, match="checkpoint not found"):
+        load_classifier(tmp_path / "absent.pt")
+    with pytest.raises(DafslError, match="classifier.backbone"):
+        build_classifier("no_such_net")

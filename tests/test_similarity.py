@@ -1,0 +1,195 @@
+"""Dataset similarity (seed 001, eq. 1) and the ``--kd auto`` decision."""
+import json
+import math
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from scipy.spatial import distance as scipy_distance
+
+from dafsl import similarity
+from dafsl.config import load_config
+from dafsl.data import denough_dlack, load_split
+from dafsl.errors import DafslError
+from dafsl.manifest import load_manifest
+from dafsl.runs import RunDir
+
+SMOKE = "configs/smoke.yaml"
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config(SMOKE)
+
+
+@pytest.fixture(scope="module")
+def faces():
+    return load_split("synthfaces_tiny", "train")
+
+
+@pytest.fixture(scope="module")
+def other_seed_faces(tmp_path_factory):
+    """The same generator and split recipe as synthfaces_tiny/train, seeds 7,000,000+."""
+    m = json.loads(load_manifest("synthfaces_tiny").path.read_text())
+    m["name"] = "synthfaces_other_seeds"
+    m["splits"] = {"train": dict(m["splits"]["train"], seed_start=7_000_000,
+                                 identity_start=7_000_000)}
+    path = tmp_path_factory.mktemp("manifest") / "other.json"
+    path.write_text(json.dumps(m))
+    return load_split(path, "train")
+
+
+@pytest.mark.parametrize("p", [1, 2, 3, 4.5])
+def test_eq1_matches_scipy_minkowski(p):
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        x, y = rng.random(similarity.DESCRIPTOR_SIZE), rng.random(similarity.DESCRIPTOR_SIZE)
+        assert similarity.minkowski(x, y, p) == pytest.approx(scipy_distance.minkowski(x, y, p),
+                                                              rel=1e-12)
+
+
+def test_eq1_at_infinity_is_chebyshev():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=30), rng.normal(size=30)
+    assert similarity.minkowski(x, y, math.inf) == scipy_distance.chebyshev(x, y)
+    assert similarity.minkowski(x, y, "inf") == scipy_distance.chebyshev(x, y)
+
+
+def test_bad_p_and_shape_are_one_line_errors():
+    with pytest.raises(DafslError, match="similarity.p"):
+        similarity.minkowski([0.0], [1.0], 0.5)
+    with pytest.raises(DafslError, match="differ in shape"):
+        similarity.minkowski([0.0, 1.0], [1.0], 2)
+
+
+@pytest.mark.parametrize("p", [1.0, 2.0, math.inf])
+def test_similarity_spans_zero_to_one(p):
+    # two descriptors as far apart as possible: every histogram block one-hot on
+    # different bins, every bounded scalar at 0 vs 1
+    blocks = [8, 8, 8, 12, 8, 8, 10]
+    a, b = [], []
+    for n in blocks:
+        a += [1.0] + [0.0] * (n - 1)
+        b += [0.0] * (n - 1) + [1.0]
+    a += [0.0] * similarity.BOUNDED_SCALARS
+    b += [1.0] * similarity.BOUNDED_SCALARS
+    assert len(a) == similarity.DESCRIPTOR_SIZE
+    assert similarity.similarity(similarity.minkowski(a, b, p), p) == pytest.approx(0.0, abs=1e-12)
+    assert similarity.similarity(similarity.minkowski(a, a, p), p) == 1.0
+
+
+def test_descriptor_is_deterministic_and_bounded(faces):
+    d1, d2 = similarity.describe_split(faces), similarity.describe_split(faces)
+    assert d1 == d2 and len(d1) == similarity.DESCRIPTOR_SIZE
+    assert min(d1) >= 0.0 and max(d1) <= 1.0
+
+
+def test_same_generator_other_seeds_is_similar_and_pretrained(cfg, faces, other_seed_faces):
+    s_cfg = cfg["similarity"]
+    src, tgt = similarity.describe_split(other_seed_faces), similarity.describe_split(faces)
+    n_faces = len(faces.coco["annotations"])
+    out = similarity.compare(src, tgt, n_faces, s_cfg)
+    assert out["similarity"] >= s_cfg["similar"]
+    assert out["mode"] == "pretrained", out
+
+
+def test_shapes_source_against_faces_is_dissimilar_and_fixed(cfg, faces):
+    s_cfg = cfg["similarity"]
+    shapes = load_split("shapes_tiny", "train")
+    out = similarity.compare(similarity.describe_split(shapes), similarity.describe_split(faces),
+                             len(faces.coco["annotations"]), s_cfg)
+    assert out["similarity"] < s_cfg["dissimilar"]
+    assert out["mode"] == "fixed", out
+    # the separation holds for every exponent: the dissimilar pair is always farther
+    for p in (1.0, 2.0, math.inf):
+        same = similarity.minkowski(similarity.describe_split(faces), similarity.describe_split(
+            load_split("synthfaces_tiny", "val")), p)
+        assert similarity.minkowski(similarity.describe_split(shapes),
+                                    similarity.describe_split(faces), p) > 2 * same
+
+
+def test_decision_rule_thresholds_and_target_size():
+    s_cfg = {"p": 2.0, "n_objects": 10, "similar": 0.9, "dissimilar": 0.8, "min_target_size": 10}
+    assert similarity.decide(0.95, 100, s_cfg)[0] == "pretrained"
+    assert similarity.decide(0.9, 100, s_cfg)[0] == "pretrained"  # >= similar
+    assert similarity.decide(0.85, 100, s_cfg)[0] == "finetune"
+    assert similarity.decide(0.8, 100, s_cfg)[0] == "finetune"  # dissimilar is strict <
+    assert similarity.decide(0.79, 100, s_cfg)[0] == "fixed"
+    mode, reason = similarity.decide(0.95, 4, s_cfg)  # similar but too few samples
+    assert mode == "finetune" and "min_target_size" in reason
+    assert similarity.decide(0.85, 4, s_cfg)[0] == "fixed"
+    assert similarity.decide(0.5, 4, s_cfg)[0] == "fixed"
+    with pytest.raises(DafslError, match="dissimilar <= similar"):
+        similarity.compare([0.0], [0.0], 1, dict(s_cfg, dissimilar=0.95))
+
+
+def test_descriptor_version_mismatch_is_an_error():
+    s_cfg = {"p": 2.0, "n_objects": 10, "similar": 0.9, "dissimilar": 0.8, "min_target_size": 0}
+    with pytest.raises(DafslError, match="another descriptor version"):
+        similarity.compare([0.0] * 42, [0.0] * similarity.DESCRIPTOR_SIZE, 1, s_cfg)
+
+
+def _ctx(cfg, tmp_path):
+    train = load_split(cfg["data"]["manifest"], "train", cfg["data"]["cache_dir"])
+    info = denough_dlack(train.class_counts(), cfg["data"]["imbalance_threshold"])
+    return SimpleNamespace(cfg=cfg, run=RunDir(tmp_path / "run"), split_info=info, quiet=True)
+
+
+def test_auto_mode_classifier_logs_and_records_the_decision(cfg, tmp_path, capsys):
+    # classifier.source detector: the BDRP was trained on the Denough faces of this split
+    ctx = _ctx(dict(cfg, classifier=dict(cfg["classifier"], source="detector")), tmp_path)
+    mode, decision = similarity.auto_mode(ctx, "classifier")
+    assert mode == decision["mode"] == "pretrained"
+    line = capsys.readouterr().out
+    for part in ("--kd auto", "p=2", "distance", "similarity", "-> pretrained"):
+        assert part in line
+    stored = ctx.run.read_summary()["classifier"]["auto"]
+    assert stored == decision
+    assert set(stored) >= {"source", "distance", "p", "similarity", "mode", "reason"}
+
+
+def test_auto_mode_detector_uses_the_zoo_descriptor(cfg, tmp_path, monkeypatch):
+    # Stand-in for the zoo meta (building the real entry trains a detector): the entry
+    # stores the descriptor of its source data, here the shapes set.
+    shapes = similarity.describe_split(load_split("shapes_tiny", "train"))
+    asked = []
+    monkeypatch.setattr(similarity, "zoo_descriptor",
+                        lambda c, entry, quiet=True: (asked.append(entry) or f"zoo:{entry}", shapes))
+    mode, decision = similarity.auto_mode(_ctx(cfg, tmp_path), "detector")
+    assert asked and mode == "fixed" and decision["source"].startswith("zoo:")
+
+
+def test_auto_refuses_a_source_without_descriptor(cfg, tmp_path):
+    ctx = _ctx(dict(cfg, transfer=dict(cfg["transfer"], source="imagenet")), tmp_path)
+    with pytest.raises(DafslError, match="stores no dataset descriptor"):
+        similarity.auto_decision(ctx.cfg, "detector", ctx.split_info)
+
+
+def test_cli_prints_distance_and_decision():
+    proc = subprocess.run([sys.executable, "-m", "dafsl.similarity", "shapes_tiny",
+                           "synthfaces_tiny", "--config", SMOKE, "--p", "1"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "p=1" in proc.stdout and "decision    fixed" in proc.stdout
+    bad = subprocess.run([sys.executable, "-m", "dafsl.similarity", "shapes_tiny",
+                          "synthfaces_tiny", "--config", SMOKE, "--p", "0"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error: similarity.p")
+
+
+@pytest.mark.slow
+def test_pipeline_kd_auto_runs_each_stage_in_its_decided_mode(tmp_path):
+    """End to end on the smoke config (builds the zoo entries: about a minute)."""
+    from dafsl.pipeline import main
+
+    summary = main(["--stage", "all", "--kd", "auto", "--config", SMOKE,
+                    "--out", str(tmp_path / "run"), "--quiet"])
+    records = RunDir(tmp_path / "run").read_metrics()
+    for stage in ("detector", "augmenter", "classifier"):
+        decision = summary[stage]["auto"]
+        assert decision["mode"] in ("fixed", "finetune", "pretrained")
+        assert summary[stage]["mode"] == decision["mode"]
+        assert {r["mode"] for r in records if r["stage"] == stage} == {decision["mode"]}
+    assert summary["detector"]["auto"]["mode"] == "fixed"  # shapes source vs faces
