@@ -41,7 +41,7 @@ from dafsl.runs import atomic_write_json
 ENTRIES: dict[str, str] = {
     "detector-shapes": "dafsl.detector.zoo:build_entry",
     "augmenter-gan": "dafsl.augmenter.zoo:build_source_gan",
-    "augmenter-attrnet": "dafsl.augmenter.zoo:build_attribute_net",
+    "augmenter-attrnet": "dafsl.augmenter.attrnet:build_attribute_net",
 }
 
 
@@ -96,6 +96,8 @@ def get(name: str, cfg: dict, quiet: bool = False) -> tuple[Path, dict]:
             raise DafslError(f"{meta_path}: invalid JSON; delete {out} to rebuild") from None
         return ckpt, {**meta, "built_now": False}
     _, build = _builder(name)
+    if out.exists():  # incomplete (a file deleted by hand): rebuild from scratch
+        shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     # Build in a temp dir renamed into place, so an interrupted build never looks cached.
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
@@ -112,10 +114,13 @@ def get(name: str, cfg: dict, quiet: bool = False) -> tuple[Path, dict]:
                     build_time_s=round(time.perf_counter() - t0, 2),
                     created=time.strftime("%Y-%m-%dT%H:%M:%S"))
         atomic_write_json(tmp / "meta.json", meta)
-        if out.exists():  # another process finished the same entry first; keep theirs
-            shutil.rmtree(tmp)
+        try:
+            tmp.rename(out)
+        except OSError:
+            if not (out / "meta.json").is_file():
+                raise
+            shutil.rmtree(tmp)  # another process finished the same entry first; keep theirs
             return get(name, cfg, quiet)
-        tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -36,7 +36,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dafsl.config import DEFAULT_CONFIG, load_config  # noqa: E402
-from dafsl.data import load_split  # noqa: E402
+from dafsl.data import denough_dlack, load_split  # noqa: E402
 from dafsl.detector.data import EpochBatches, build_augment, load_scenes  # noqa: E402
 from dafsl.detector.model import build_detector, stock_config  # noqa: E402
 from dafsl.detector.predict import score_split  # noqa: E402
@@ -130,11 +130,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None, help="default: detector.batch_size")
     p.add_argument("--steps", type=int, default=12, help="timed steps per model (after warm-up)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per model first")
-    p.add_argument("--train-images", type=int, default=200,
+    p.add_argument("--train-images", type=int, default=240,
                    help="training scenes for the accuracy comparison")
     p.add_argument("--epochs", type=int, default=2, help="epochs for the accuracy comparison")
     p.add_argument("--skip-train", action="store_true", help="speed only")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: detector.num_threads; 0 = torch's default)")
     return p
 
 
@@ -142,15 +143,17 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> dict:
     args = get_args_parser().parse_args(argv)
     cfg = load_config(args.config, args.overrides)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     det = dict(cfg["detector"])
+    threads = int(det["num_threads"]) if args.threads is None else args.threads
+    if threads > 0:
+        torch.set_num_threads(threads)
     if args.batch_size:
         det["batch_size"] = args.batch_size
     bs, size = int(det["batch_size"]), int(det["image_size"])
     manifest = load_manifest(cfg["data"]["manifest"])
     train = load_split(manifest, "train", cfg["data"]["cache_dir"])
-    scenes, _ = load_scenes(train, exclude_classes={"female"} if manifest.class_attribute else set())
+    dlack = denough_dlack(train.class_counts(), cfg["data"]["imbalance_threshold"])["dlack"]
+    scenes, _ = load_scenes(train, exclude_classes=set(dlack))  # the stage's training set
     n_batches = args.warmup + args.steps
     batches = list(EpochBatches(scenes, bs, int(cfg["seed"]), 0, build_augment(det["augment"])))
     batches = (batches * (n_batches // len(batches) + 1))[:n_batches]
@@ -175,7 +178,7 @@ def main(argv=None) -> dict:
            "ratio_vs_stock": round(img_s["ours"] / img_s["stock"], 3),
            "ratio_vs_backbone": round(img_s["ours"] / img_s["backbone"], 3),
            "backbone": det["backbone"], "image_size": size, "batch_size": bs,
-           "timed_steps": args.steps}
+           "timed_steps": args.steps, "threads": torch.get_num_threads()}
     del models, steps
 
     if not args.skip_train:

@@ -126,3 +126,17 @@ def test_bce_losses_match_the_dcgan_definitions():
     assert figs["d_real"] == pytest.approx(float(sig(real).mean()))
     assert figs["d_fake"] == pytest.approx(float(sig(fake).mean()))
     assert float(generator_loss(fake)) == pytest.approx(float(-(torch.log(sig(fake))).mean()), rel=1e-5)
+
+
+def test_attribute_net_features_pool_every_stage():
+    from dafsl.augmenter.attrnet import AttributeNet
+
+    torch.manual_seed(0)
+    net = AttributeNet(n_attributes=9, width=4, feature_dim=16).eval()
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    feats = net.features(x)
+    assert feats.shape == (3, 4 + 8 + 16 + 16) and net.feature_dim == 44
+    # the head reads the last stage's pooled activations only
+    torch.testing.assert_close(net(x), net.head(feats[:, -16:]))
+    # the first stage's slice is the spatial mean of its activations
+    torch.testing.assert_close(feats[:, :4], net.stages[0](x).mean(dim=(2, 3)))

@@ -1,5 +1,5 @@
 """The whole chain on the smoke config: ``--stage all``, then the classifier alone reusing
-that run's detector and augmenter through ``--from`` (nothing retrained), and resume."""
+that run's detector and augmenter through ``--from`` (nothing retrained)."""
 from __future__ import annotations
 
 import json
@@ -32,6 +32,9 @@ def test_stage_all_runs_the_chain(full_run):
     assert c["generated_used"] == summary["augmenter"]["generated"] > 0
     assert c["train_counts"]["female"] == 4 + c["generated_used"]
     assert c["crops"] == "detector"
+    # the real-vs-generated check is reported whenever generated faces were used
+    assert 0.0 <= c["train_recall_female_real"] <= 1.0
+    assert 0.0 <= c["train_recall_female_generated"] <= 1.0
     for key in ("test_accuracy", "test_balanced_accuracy", "test_recall_female",
                 "test_precision_female", "test_f1_macro", "test_roc_auc", "system_map50",
                 "system_ap11_male", "system_ap11_female"):
@@ -63,20 +66,6 @@ def test_from_reuses_detector_and_augmenter_without_retraining(full_run, tmp_pat
     assert c["frozen_params"] > 0 and c["trainable_modules"] == ["fc"]
 
 
-def test_resumed_classifier_equals_uninterrupted(full_run, tmp_path):
-    first, _ = full_run
-    common = ["--stage", "classifier", "--kd", "finetune", "--from", str(first), *SMOKE,
-              "--set", "classifier.system_eval=false"]
-    straight = main([*common, "--out", str(tmp_path / "a")])["classifier"]
-    main([*common, "--out", str(tmp_path / "b"), "--set", "classifier.epochs=1"])
-    resumed = main([*common, "--out", str(tmp_path / "b"), "--resume"])["classifier"]
-    for key in ("test_balanced_accuracy", "test_roc_auc", "test_confusion"):
-        assert resumed[key] == straight[key], key
-    a = read_metrics(tmp_path / "a" / "metrics.jsonl", "classifier")
-    b = read_metrics(tmp_path / "b" / "metrics.jsonl", "classifier")
-    assert [r["loss"] for r in a] == [r["loss"] for r in b]
-
-
 def test_gan_augmentation_needs_augmenter_outputs(tmp_path):
     with pytest.raises(SystemExit) as exc:  # main is wrapped: a DafslError exits with 2
         main(["--stage", "classifier", "--kd", "vanilla", "--out", str(tmp_path / "r"), *SMOKE,
@@ -85,3 +74,4 @@ def test_gan_augmentation_needs_augmenter_outputs(tmp_path):
     with pytest.raises(DafslError, match="no augmenter outputs"):
         main.__wrapped__(["--stage", "classifier", "--kd", "vanilla", "--out", str(tmp_path / "r"),
                           *SMOKE, "--set", "classifier.crops=gt"])
+

@@ -3,6 +3,7 @@ learns the scarce Dlack class from its few real faces and fills it with generate
 
 Files: ``networks.py`` (G, D), ``loss.py`` (BCE), ``diffaug.py`` (DiffAugment),
 ``trainer.py`` (growth, D+G steps, EMA), ``data.py`` (face crops), ``quality.py``
-(KID, precision/recall, attribute net), ``samples.py`` (grids, generated faces),
-``zoo.py`` (source GAN and attribute-net zoo entries), ``train.py`` (the stage).
+(KID, precision/recall), ``attrnet.py`` (the metrics' feature network, a zoo entry),
+``samples.py`` (grids, generated faces), ``zoo.py`` (the source GAN zoo entry),
+``train.py`` (the stage's ``run``).
 """

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import torch
 
-from dafsl.data import Split
+from dafsl.data import Split, denough_dlack
 from dafsl.errors import DafslError
 
 CROP_SOURCES = ("auto", "detector", "gt")
@@ -56,6 +56,12 @@ def class_faces(split: Split, cls: str, limit: int | None = None) -> list[tuple[
     order; the first ``limit`` if given (``limit`` <= 0 or None: all)."""
     out = [(a["image_id"], a) for a in split.coco["annotations"] if split.class_of(a) == cls]
     return out[:limit] if limit and limit > 0 else out
+
+
+def denough_classes(cfg: dict, split: Split) -> list[str]:
+    """The Denough classes of ``split`` under the config's imbalance rule."""
+    return denough_dlack(split.class_counts(), cfg["data"]["imbalance_threshold"],
+                         origin=split.label)["denough"]
 
 
 def crop_annotations(split: Split, faces: list[tuple[int, dict]], size: int, margin: float,

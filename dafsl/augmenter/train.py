@@ -32,7 +32,8 @@ from dafsl.augmenter.networks import GAN, build_gan
 from dafsl.augmenter.quality import QualityProbe
 from dafsl.augmenter.samples import write_generated, write_grid, write_real_vs_generated
 from dafsl.augmenter.trainer import GanTrainer, generate, growth_for
-from dafsl.augmenter.zoo import GAN_ENTRY, load_attribute_net
+from dafsl.augmenter.attrnet import load_attribute_net
+from dafsl.augmenter.zoo import GAN_ENTRY
 from dafsl.data import Split, load_split
 from dafsl.detector.trainer import torch_threads  # the shared thread-count switch
 from dafsl.engine import fit
@@ -121,6 +122,7 @@ def run(ctx: StageContext) -> dict:
 
 
 def _run(ctx: StageContext) -> dict:
+    """Crops -> quality probe -> GAN in its mode -> fit -> :func:`finish`."""
     cfg, aug, mode = ctx.cfg, ctx.cfg["augmenter"], ctx.mode
     seed = int(cfg["seed"])
     log = (lambda msg: None) if ctx.quiet else print
@@ -131,26 +133,15 @@ def _run(ctx: StageContext) -> dict:
     crops = collect_crops(ctx, train, cls, log)
     reals = to_tensor(crops.images)
 
-    # Quality reference: Dlack-class faces of the test split, never seen by the GAN.
-    zoo_time = {}
-    attr_net, attr_meta = load_attribute_net(cfg, quiet=ctx.quiet)
-    zoo_time["augmenter-attrnet"] = transfer_build_time(attr_meta)
-    test = load_split(cfg["data"]["manifest"], "test", cfg["data"]["cache_dir"], quiet=ctx.quiet)
-    ref_faces = class_faces(test, cls, int(aug["reference_faces"]))
-    if len(ref_faces) < 2:
-        raise DafslError(f"{test.label}: needs at least 2 '{cls}' faces as the quality reference")
-    reference = to_tensor(crop_annotations(test, ref_faces, int(aug["resolution"]), float(aug["crop_margin"])))
-    probe = QualityProbe(attr_net, reference, int(aug["latent_dim"]),
-                         eval_samples=int(aug["eval_samples"]), final_samples=int(aug["final_samples"]),
-                         subsets=int(aug["kid_subsets"]), subset_size=int(aug["kid_subset_size"]),
-                         k=int(aug["pr_k"]), seed=seed, attribute_names=attr_meta.get("attributes"))
+    probe, attr_meta = quality_probe(cfg, cls, quiet=ctx.quiet)
+    zoo_time = {"augmenter-attrnet": zoo_build_time(attr_meta)}
 
     torch.manual_seed(seed)
     gan = build_gan(aug)
     source_state = None
     if mode != "vanilla":
         source_state, src_meta = transfer.resolve_source(cfg, GAN_ENTRY, quiet=ctx.quiet)
-        zoo_time[GAN_ENTRY] = transfer_build_time(src_meta)
+        zoo_time[GAN_ENTRY] = zoo_build_time(src_meta)
     report = transfer.apply_mode(gan, mode, source_state=source_state,
                                  frozen=frozen_modules(mode, gan, aug, cfg["transfer"]),
                                  required=("G.", "D."), lr_factor=float(cfg["transfer"]["lr_factor"]),
@@ -176,44 +167,72 @@ def _run(ctx: StageContext) -> dict:
                          device=ctx.device, evaluate_fn=evaluate,
                          make_scheduler=lambda opt: transfer.build_scheduler(opt, mode, cfg["transfer"]))
     records = fit(trainer, ctx.run, epochs, mode=mode, resume=ctx.resume, quiet=ctx.quiet)
+    return finish(ctx, trainer, probe, crops, records, report, kid_start, zoo_time, cls)
 
+
+def quality_probe(cfg: dict, cls: str, quiet: bool) -> tuple[QualityProbe, dict]:
+    """The attribute net (zoo) and the quality reference: up to ``reference_faces`` faces of
+    class ``cls`` from the test split, which the GAN never sees. Returns (probe, net meta)."""
+    aug, seed = cfg["augmenter"], int(cfg["seed"])
+    attr_net, attr_meta = load_attribute_net(cfg, quiet=quiet)
+    test = load_split(cfg["data"]["manifest"], "test", cfg["data"]["cache_dir"], quiet=quiet)
+    ref_faces = class_faces(test, cls, int(aug["reference_faces"]))
+    if len(ref_faces) < 2:
+        raise DafslError(f"{test.label}: needs at least 2 '{cls}' faces as the quality reference")
+    reference = to_tensor(crop_annotations(test, ref_faces, int(aug["resolution"]), float(aug["crop_margin"])))
+    probe = QualityProbe(attr_net, reference, int(aug["latent_dim"]),
+                         eval_samples=int(aug["eval_samples"]), final_samples=int(aug["final_samples"]),
+                         subsets=int(aug["kid_subsets"]), subset_size=int(aug["kid_subset_size"]),
+                         k=int(aug["pr_k"]), seed=seed, attribute_names=attr_meta.get("attributes"))
+    return probe, attr_meta
+
+
+def finish(ctx: StageContext, trainer: GanTrainer, probe: QualityProbe, crops: DlackCrops,
+           records: list[dict], report: transfer.TransferReport, kid_start: float,
+           zoo_time: dict, cls: str) -> dict:
+    """After training: final quality, the generated faces + manifest, grids, the EMA G,
+    summary.json; returns the recorded stage outputs."""
+    aug, mode, seed = ctx.cfg["augmenter"], ctx.mode, int(ctx.cfg["seed"])
+    out_dir = ctx.run.stage_dir("augmenter")
+    g_ema = trainer.g_ema
     level, alpha = trainer.growth.at(max(trainer.step - 1, 0))
-    final = probe.full_report(generate(trainer.g_ema, probe.z_final, level, alpha))
-    ceiling = probe.kid_of(reals)  # the real Dlack crops themselves: what a perfect copy scores
+    final = probe.full_report(generate(g_ema, probe.z_final, level, alpha))
+    ceiling = probe.kid_of(to_tensor(crops.images))  # the real Dlack crops: what a perfect copy scores
     n_fill = fill_count(aug, ctx.split_info, cls)
     gen = torch.Generator().manual_seed(seed * 1000 + 999)
-    fill = to_uint8(generate(trainer.g_ema, torch.randn(n_fill, gan.G.latent_dim, generator=gen), level, alpha))
+    fill = to_uint8(generate(g_ema, torch.randn(n_fill, g_ema.latent_dim, generator=gen), level, alpha))
     manifest = write_generated(out_dir / "generated", fill, cls, out_dir / "generated.json",
                                extra={"mode": mode, "generator": "generator_ema.pt"})
     write_real_vs_generated(out_dir / "real_vs_generated.png", crops.images,
-                            to_uint8(generate(trainer.g_ema, probe.z_final[:len(crops.images)], level, alpha)))
+                            to_uint8(generate(g_ema, probe.z_final[:len(crops.images)], level, alpha)))
     generator_path = out_dir / "generator_ema.pt"
-    save_checkpoint({"model": trainer.g_ema.state_dict(), "latent_dim": gan.G.latent_dim,
-                     "channels": [int(c) for c in aug["channels"]], "resolution": gan.G.resolution,
+    save_checkpoint({"model": g_ema.state_dict(), "latent_dim": g_ema.latent_dim,
+                     "channels": [int(c) for c in aug["channels"]], "resolution": g_ema.resolution,
                      "level": level, "alpha": alpha, "mode": mode}, generator_path)
 
     last = records[-1]
     ctx.run.update_summary("augmenter", {
         "mode": mode, "dlack_class": cls, "real_faces": len(crops.images), "crops": crops.source,
-        "detector_missed": crops.missed, "diffaug": ",".join(policy) or "off",
-        "epochs": epochs, "steps": trainer.step, "train_time_s": last["wall_clock_s"],
+        "detector_missed": crops.missed, "diffaug": ",".join(trainer.policy) or "off",
+        "epochs": trainer.epochs, "steps": trainer.step, "train_time_s": last["wall_clock_s"],
         "wall_clock_s": last["wall_clock_s"], "final_loss_g": last["loss_g"], "final_loss_d": last["loss_d"],
         "final_d_real": last["d_real"], "final_d_fake": last["d_fake"],
-        **final, "kid_start": kid_start, "kid_real_crops": ceiling[0], "reference_faces": len(reference),
+        **final, "kid_start": kid_start, "kid_real_crops": ceiling[0],
+        "reference_faces": len(probe.ref_features),
         "trainable_params": report.trainable_params, "frozen_params": report.frozen_params,
         "transfer": report.as_dict(), "zoo_build_time_s": sum(zoo_time.values()),
         "zoo_build_time_by_entry_s": zoo_time, "generated": n_fill,
         "final_resolution": 4 * 2 ** level, "final_alpha": alpha})
     if not ctx.quiet:
         print(f"[augmenter] {mode}: KID {final['kid']:.4f} +- {final['kid_std']:.4f}, precision "
-              f"{final['precision']:.3f}, recall {final['recall']:.3f} ({len(reference)} held-out "
-              f"'{cls}' faces; real crops score {ceiling[0]:.4f}); wrote {n_fill} faces to "
-              f"{out_dir / 'generated'}")
+              f"{final['precision']:.3f}, recall {final['recall']:.3f} ({len(probe.ref_features)} "
+              f"held-out '{cls}' faces; the real crops score {ceiling[0]:.4f}); wrote {n_fill} "
+              f"faces to {out_dir / 'generated'}")
     return write_outputs(ctx.run, "augmenter", {"generated_dir": out_dir / "generated",
                                                 "generated_manifest": manifest,
                                                 "generator": generator_path})
 
 
-def transfer_build_time(meta: dict) -> float:
+def zoo_build_time(meta: dict) -> float:
     """Seconds the zoo spent building an entry *in this call* (0 when it was cached)."""
     return float(meta.get("build_time_s", 0.0)) if meta.get("built_now") else 0.0

@@ -121,19 +121,14 @@ def training_faces(ctx, train: FaceSet, classes: list[str], positive: str) -> tu
     return FaceSet.concat([train, gen]), {"generated_used": len(gen)}
 
 
-def run(ctx) -> dict:
-    c = ctx.cfg[STAGE]
-    check_config(c)
-    t_start = time.perf_counter()
-    classes = list(ctx.split_info["counts"])
-    positive = (ctx.split_info["dlack"] or classes[-1:])[0]
-    seed = int(ctx.cfg["seed"])
-    data_cfg = ctx.cfg["data"]
-    stage_dir = ctx.run.stage_dir(STAGE)
-    log = (lambda msg: None) if ctx.quiet else (lambda msg: print(f"[{STAGE}] {msg}"))
+def stage_faces(ctx, classes: list[str], detector_path: Path | None):
+    """Crops of every annotated face of train/val/test (``classifier.crops``).
 
-    # -- crops -----------------------------------------------------------------
-    detector_path = find_detector(ctx)
+    Returns (crop source, detector or None, splits, detections {split: ...} (the test
+    split's always when there is a detector, for the system evaluation), faces
+    {split: FaceSet}, crop statistics {split: ...}).
+    """
+    c, data_cfg = ctx.cfg[STAGE], ctx.cfg["data"]
     crops = c["crops"]
     if crops == "auto":
         crops = "detector" if detector_path is not None else "gt"
@@ -147,19 +142,62 @@ def run(ctx) -> dict:
         from dafsl.detector.model import load_detector
 
         detector = load_detector(detector_path, ctx.device)
-    t0 = time.perf_counter()
     splits = {s: load_split(data_cfg["manifest"], s, data_cfg["cache_dir"], quiet=ctx.quiet)
               for s in ("train", "val", "test")}
-    det_threshold = min(float(c["crop_score_threshold"]), float(c["system_score_threshold"]))
+    # one detection pass serves both the crops and the system evaluation's low-score boxes
+    threshold = min(float(c["crop_score_threshold"]), float(c["system_score_threshold"]))
     detections = {s: system_eval.split_detections(detector, detector_path, sp, ctx.device,
-                                                   det_threshold, data_cfg["cache_dir"], ctx.quiet)
+                                                   threshold, data_cfg["cache_dir"], ctx.quiet)
                   for s, sp in splits.items()
                   if detector is not None and (crops == "detector" or s == "test")}
-    faces, crop_stats = {}, {}
+    faces, stats = {}, {}
     for s, sp in splits.items():
-        faces[s], crop_stats[s] = split_faces(
+        faces[s], stats[s] = split_faces(
             sp, classes, int(c["crop_size"]), float(c["crop_margin"]),
             detections.get(s) if crops == "detector" else None, float(c["crop_score_threshold"]))
+    return crops, detector, splits, detections, faces, stats
+
+
+def shortcut_check(model, train_set: FaceSet, positive_idx: int, positive: str,
+                   input_size: int, max_generated: int = 512) -> dict:
+    """How the trained model labels its own Dlack training faces, real vs generated.
+
+    A classifier that calls every generated face ``positive`` but not the real ones has
+    learnt "generated vs real" rather than the class: the GAN's faces then teach nothing
+    about real Dlack faces. Empty when no generated face was used.
+    """
+    is_pos = train_set.labels == positive_idx
+    real, gen = np.where(is_pos & ~train_set.synthetic)[0], np.where(is_pos & train_set.synthetic)[0]
+    if len(gen) == 0 or len(real) == 0:
+        return {}
+    gen = gen[:max_generated]
+    recall = [float((predict_probs(model, train_set.images[idx], input_size).argmax(1)
+                     == positive_idx).mean()) for idx in (real, gen)]
+    return {f"train_recall_{positive}_real": recall[0], f"train_recall_{positive}_generated": recall[1]}
+
+
+def run(ctx) -> dict:
+    """Train and score the classifier in ``ctx.mode``; returns the stage's outputs."""
+    from dafsl.detector.trainer import torch_threads
+
+    with torch_threads(int(ctx.cfg[STAGE]["num_threads"])):
+        return _run(ctx)
+
+
+def _run(ctx) -> dict:
+    c = ctx.cfg[STAGE]
+    check_config(c)
+    t_start = time.perf_counter()
+    classes = list(ctx.split_info["counts"])
+    positive = (ctx.split_info["dlack"] or classes[-1:])[0]
+    seed = int(ctx.cfg["seed"])
+    stage_dir = ctx.run.stage_dir(STAGE)
+    log = (lambda msg: None) if ctx.quiet else (lambda msg: print(f"[{STAGE}] {msg}"))
+
+    # -- crops -----------------------------------------------------------------
+    t0 = time.perf_counter()
+    detector_path = find_detector(ctx)
+    crops, detector, splits, detections, faces, crop_stats = stage_faces(ctx, classes, detector_path)
     train_set, gen_info = training_faces(ctx, faces["train"], classes, positive)
     crop_time = time.perf_counter() - t0
     counts = train_set.counts(len(classes))
@@ -206,6 +244,8 @@ def run(ctx) -> dict:
     confusion_png = plot_confusion(test["confusion"], classes, stage_dir / "confusion_test.png",
                                    title=f"{ctx.mode}, {c['augmentation']}: bal. acc "
                                          f"{test['balanced_accuracy']:.3f}")
+    shortcut = shortcut_check(model, train_set, classes.index(positive), positive,
+                              int(c["input_size"]))
     eval_time = time.perf_counter() - t0
     system, system_time = {}, 0.0
     if c["system_eval"] and detector is not None:
@@ -228,7 +268,7 @@ def run(ctx) -> dict:
                "system_eval_time_s": system_time,
                "stage_time_s": time.perf_counter() - t_start,
                "peak_rss_mb": engine.peak_rss_mb(),
-               **{f"test_{k}": v for k, v in test.items()}, **system}
+               **{f"test_{k}": v for k, v in test.items()}, **shortcut, **system}
     summary.setdefault("zoo_build_time_s", 0.0)
     ctx.run.update_summary(STAGE, summary)
     _log(ctx, f"test: balanced accuracy {test['balanced_accuracy']:.3f}, {positive} recall "
