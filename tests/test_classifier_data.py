@@ -80,6 +80,12 @@ def test_epoch_order_deterministic_and_balanced():
     assert not np.array_equal(a, epoch_order(labels, 4, seed=7, balanced=True, epoch_size=4000))
     share = (labels[a] == 1).mean()
     assert 0.45 < share < 0.55  # 5 % of the data, half of the draws
+    # with generated faces in the scarce class: half of its draws are its 5 real faces
+    labels2 = np.array([0] * 95 + [1] * 5 + [1] * 90)
+    synthetic = np.r_[np.zeros(100, dtype=bool), np.ones(90, dtype=bool)]
+    b = epoch_order(labels2, 0, seed=7, balanced=True, epoch_size=8000, synthetic=synthetic)
+    assert 0.47 < (labels2[b] == 1).mean() < 0.53
+    assert 0.22 < (~synthetic[b] & (labels2[b] == 1)).mean() < 0.28
     perm = epoch_order(labels, 0, seed=7, balanced=False)
     assert sorted(perm.tolist()) == list(range(100))
     assert len(epoch_order(labels, 0, seed=7, balanced=False, epoch_size=250)) == 250

@@ -178,19 +178,26 @@ def to_input(images: np.ndarray | torch.Tensor, input_size: int) -> torch.Tensor
 
 
 def epoch_order(labels: np.ndarray, epoch: int, seed: int, *, balanced: bool,
-                epoch_size: int | None = None) -> np.ndarray:
+                epoch_size: int | None = None, synthetic: np.ndarray | None = None) -> np.ndarray:
     """Sample indices for one epoch, seeded by (seed, epoch) so a resumed run sees the same order.
 
     ``balanced``: ``epoch_size`` draws with replacement, each class equally likely
-    (class-balanced sampling); else a permutation (truncated/repeated to ``epoch_size``).
+    (class-balanced sampling); within a class that has both real and generated faces
+    (``synthetic`` (N,) bool), real and generated are equally likely too, so the few real
+    Dlack faces are not drowned by a thousand generated ones. Else a permutation
+    (truncated/repeated to ``epoch_size``).
     """
     g = torch.Generator().manual_seed(seed * 1000 + epoch)
     n = len(labels)
     size = int(epoch_size or n)
     if balanced:
-        counts = np.bincount(labels)
-        weights = torch.as_tensor(1.0 / counts[labels], dtype=torch.float64)
-        return torch.multinomial(weights, size, replacement=True, generator=g).numpy()
+        synthetic = np.zeros(n, dtype=bool) if synthetic is None else np.asarray(synthetic, dtype=bool)
+        group = labels * 2 + synthetic  # (class, real/generated)
+        group_count = np.bincount(group, minlength=2 * (labels.max() + 1))
+        sources = (group_count.reshape(-1, 2) > 0).sum(axis=1)  # 1 or 2 per class
+        weights = 1.0 / (sources[labels] * group_count[group])
+        return torch.multinomial(torch.as_tensor(weights, dtype=torch.float64), size,
+                                 replacement=True, generator=g).numpy()
     reps = -(-size // n)
     return torch.cat([torch.randperm(n, generator=g) for _ in range(reps)])[:size].numpy()
 

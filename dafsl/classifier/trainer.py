@@ -46,7 +46,7 @@ class ClassifierTrainer:
             # reseeded per epoch so a resumed run augments exactly as an uninterrupted one
             self.augment.set_random_seed(self.seed * 1000 + epoch)
         order = epoch_order(self.train.labels, epoch, self.seed, balanced=self.balanced,
-                            epoch_size=self.epoch_size)
+                            epoch_size=self.epoch_size, synthetic=self.train.synthetic)
         return EpochBatches(self.train, order, self.batch_size, self.input_size, self.augment,
                             views=self.distiller.views)
 
