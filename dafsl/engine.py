@@ -13,11 +13,13 @@ rest, the same way for the detector, the GAN and the classifier:
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import resource
 import time
 from typing import Iterable, Protocol
 
+import torch
 from tqdm.auto import tqdm
 
 from dafsl.errors import DafslError
@@ -125,3 +127,15 @@ def fit(trainer: Trainer, run: RunDir, epochs: int, *, mode: str, resume: bool =
             tqdm.write(f"[{stage}] epoch {epoch + 1}/{epochs} {epoch_time:.1f}s "
                        f"(eval {eval_time:.1f}s, rss {record['peak_rss_mb']:.0f}M) {figs}")
     return run.read_metrics(stage)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run with ``n`` torch threads (0: leave torch's default), restored afterwards."""
+    before = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -170,8 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
             ctx.mode, _ = auto_mode(ctx, stage)
         module = importlib.import_module(f"dafsl.{stage}.train")
         ctx.outputs[stage] = module.run(ctx)
-    if not args.quiet:
-        print(f"run directory: {run.path}")
+    print(f"run directory: {run.path}")  # also with --quiet: scripts need it
     return run.read_summary()
 
 

@@ -14,7 +14,8 @@ from dafsl.data import load_split
 from dafsl.detector import backbone_state, build_detector, detect, load_detector
 from dafsl.detector.data import load_scenes, to_tensor
 from dafsl.detector.train import build_for_mode
-from dafsl.detector.trainer import DetectorTrainer, torch_threads
+from dafsl.detector.trainer import DetectorTrainer
+from dafsl.engine import torch_threads
 from dafsl.errors import DafslError
 from dafsl.pipeline import main as pipeline_main
 from dafsl.runs import load_checkpoint, save_checkpoint

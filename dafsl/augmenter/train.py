@@ -35,7 +35,7 @@ from dafsl.augmenter.trainer import GanTrainer, generate, growth_for
 from dafsl.augmenter.attrnet import load_attribute_net
 from dafsl.augmenter.zoo import GAN_ENTRY
 from dafsl.data import Split, load_split
-from dafsl.detector.trainer import torch_threads  # the shared thread-count switch
+from dafsl.engine import torch_threads
 from dafsl.engine import fit
 from dafsl.errors import DafslError
 from dafsl.pipeline import StageContext, write_outputs

@@ -178,9 +178,7 @@ def shortcut_check(model, train_set: FaceSet, positive_idx: int, positive: str,
 
 def run(ctx) -> dict:
     """Train and score the classifier in ``ctx.mode``; returns the stage's outputs."""
-    from dafsl.detector.trainer import torch_threads
-
-    with torch_threads(int(ctx.cfg[STAGE]["num_threads"])):
+    with engine.torch_threads(int(ctx.cfg[STAGE]["num_threads"])):
         return _run(ctx)
 
 

@@ -2,7 +2,6 @@
 :func:`dafsl.engine.fit`."""
 from __future__ import annotations
 
-import contextlib
 
 import torch
 from torch import nn
@@ -82,16 +81,3 @@ class DetectorTrainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-
-
-
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """Run with ``n`` torch threads (0: leave torch's default), restored afterwards."""
-    before = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

@@ -14,8 +14,8 @@ from dafsl.data import cache_root, load_split, split_cache_dir
 from dafsl.detector import model as model_module
 from dafsl.detector.data import load_scenes
 from dafsl.detector.model import build_detector
-from dafsl.detector.trainer import DetectorTrainer, torch_threads
-from dafsl.engine import fit
+from dafsl.detector.trainer import DetectorTrainer
+from dafsl.engine import fit, torch_threads
 from dafsl.manifest import load_manifest
 from dafsl.runs import RunDir, save_checkpoint
 from dafsl.similarity import describe_split
