@@ -246,3 +246,28 @@ def test_compare_modes_plan_feeds_every_mode_the_same_upstream(tmp_path):
     # --from replaces the upstream runs
     plan = plan_runs(["augmenter"], ["vanilla"], [0], "pretrained", tmp_path, tmp_path / "given")
     assert [(m, s, src) for _, m, s, _, src in plan] == [("vanilla", "augmenter", tmp_path / "given")]
+
+
+def test_check_report_finds_a_broken_figure(tmp_path):
+    """pipelines/check_report.py in headless Chromium: one embedded PNG decodes, one does not."""
+    import io
+    import shutil
+
+    if not any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome")):
+        pytest.skip("no Chromium on this machine")
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (7, 5), (200, 10, 10)).save(buf, format="PNG")
+    good = base64.b64encode(buf.getvalue()).decode()
+    bad = base64.b64encode(b"not a png").decode()
+    html = tmp_path / "report.html"
+    html.write_text(f'<html><body><img alt="good" src="data:image/png;base64,{good}">'
+                    f'<img alt="bad" src="data:image/png;base64,{bad}"></body></html>')
+    check = _load_pipeline("check_report")
+    result = check.main([str(html), "--screenshot", str(tmp_path / "shot.png"), "--height", "300"])
+    assert result["images"] == 2 and result["broken"] == 1
+    assert (tmp_path / "shot.png").stat().st_size > 0
+    with pytest.raises(SystemExit) as exc:
+        check.main([str(tmp_path / "missing.html")])
+    assert exc.value.code == 2

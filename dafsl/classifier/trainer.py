@@ -12,6 +12,7 @@ from torch import nn
 from dafsl.classifier.data import EpochBatches, FaceSet, epoch_order, to_input
 from dafsl.classifier.distill import Distiller
 from dafsl.classifier.metrics import classification_metrics
+from dafsl.engine import SingleModelState
 
 
 @torch.no_grad()
@@ -26,7 +27,7 @@ def predict_probs(model: nn.Module, images: np.ndarray, input_size: int,
     return torch.cat(probs).numpy()
 
 
-class ClassifierTrainer:
+class ClassifierTrainer(SingleModelState):
     """Trains ``distiller.student`` on ``train`` faces; ``evaluate`` scores ``val`` faces."""
 
     def __init__(self, stage: str, distiller: Distiller, optimizer: torch.optim.Optimizer,
@@ -70,12 +71,3 @@ class ClassifierTrainer:
         probs = predict_probs(self.model, self.val.images, self.input_size)
         m = classification_metrics(self.val.labels, probs, self.classes, self.positive)
         return {f"val_{k}": v for k, v in m.items()}
-
-    def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])

@@ -9,10 +9,11 @@ from torch import nn
 from dafsl.data import Split
 from dafsl.detector.data import EpochBatches, Scene, build_augment
 from dafsl.detector.predict import score_split
+from dafsl.engine import SingleModelState
 from dafsl.transfer import build_scheduler, cosine_decay
 
 
-class DetectorTrainer:
+class DetectorTrainer(SingleModelState):
     """Trains a torchvision Faster R-CNN on in-memory scenes; evaluates on ``val``.
 
     ``lr`` is the base rate (the mode's factor and warm-up come from
@@ -72,12 +73,3 @@ class DetectorTrainer:
         result = score_split(self.model, self.val, self.device,
                              int(self.cfg["eval_batch_size"]), self._val_images)
         return {"map50": result["map50"], "ap50_coco": result["ap50_coco"]}
-
-    def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
