@@ -169,6 +169,9 @@ def main(argv: list[str] | None = None) -> dict:
 
             ctx.mode, _ = auto_mode(ctx, stage)
         module = importlib.import_module(f"dafsl.{stage}.train")
+        # each stage starts from the seed, so a stage run alone (--from) repeats exactly
+        # what it did inside the chain, whatever earlier stages consumed
+        seed_everything(int(cfg["seed"]))
         ctx.outputs[stage] = module.run(ctx)
     print(f"run directory: {run.path}")  # also with --quiet: scripts need it
     return run.read_summary()

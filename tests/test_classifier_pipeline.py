@@ -66,6 +66,18 @@ def test_from_reuses_detector_and_augmenter_without_retraining(full_run, tmp_pat
     assert c["frozen_params"] > 0 and c["trainable_modules"] == ["fc"]
 
 
+def test_from_repeats_the_chains_classifier_exactly(full_run, tmp_path):
+    """Same seed and config: the classifier run alone on the chain's outputs gives the
+    chain's classifier metrics (every stage starts from the seed)."""
+    first, summary = full_run
+    again = main(["--stage", "classifier", "--kd", "pretrained", "--from", str(first),
+                  "--out", str(tmp_path / "c"), *SMOKE])["classifier"]
+    for key in ("test_balanced_accuracy", "test_roc_auc", "system_map50"):
+        assert again[key] == summary["classifier"][key], key
+    losses = [r["loss"] for r in read_metrics(first / "metrics.jsonl", "classifier")]
+    assert [r["loss"] for r in read_metrics(tmp_path / "c" / "metrics.jsonl", "classifier")] == losses
+
+
 def test_gan_augmentation_needs_augmenter_outputs(tmp_path):
     with pytest.raises(SystemExit) as exc:  # main is wrapped: a DafslError exits with 2
         main(["--stage", "classifier", "--kd", "vanilla", "--out", str(tmp_path / "r"), *SMOKE,
