@@ -35,8 +35,7 @@ from dafsl.augmenter.trainer import GanTrainer, generate, growth_for
 from dafsl.augmenter.attrnet import load_attribute_net
 from dafsl.augmenter.zoo import GAN_ENTRY
 from dafsl.data import Split, load_split
-from dafsl.engine import torch_threads
-from dafsl.engine import fit
+from dafsl.engine import fit, torch_threads
 from dafsl.errors import DafslError
 from dafsl.pipeline import StageContext, write_outputs
 from dafsl.runs import save_checkpoint

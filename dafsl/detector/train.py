@@ -13,8 +13,7 @@ from dafsl.detector.data import load_scenes
 from dafsl.detector.model import BODY, as_detector_state, build_detector, freeze_names
 from dafsl.detector.predict import score_split
 from dafsl.detector.trainer import DetectorTrainer
-from dafsl.engine import torch_threads
-from dafsl.engine import fit, peak_rss_mb
+from dafsl.engine import fit, peak_rss_mb, torch_threads
 from dafsl.evaluate import write_report
 from dafsl.manifest import load_manifest
 from dafsl.runs import save_checkpoint, seed_everything

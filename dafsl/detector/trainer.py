@@ -2,7 +2,6 @@
 :func:`dafsl.engine.fit`."""
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 
