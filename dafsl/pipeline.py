@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
