@@ -25,9 +25,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm.auto import tqdm
 
 from dafsl.errors import DafslError
+from dafsl.log import progress
 from dafsl.manifest import Manifest, load_manifest
 
 
@@ -131,15 +131,14 @@ def validate_coco(coco: dict, manifest: Manifest, origin: str) -> None:
                              f"{ann.get(attr)!r} (expected one of {sorted(classes)})")
 
 
-def load_split(manifest: Manifest | str | Path, split: str, cache_dir: str | None = None,
-               quiet: bool = True) -> Split:
+def load_split(manifest: Manifest | str | Path, split: str, cache_dir: str | None = None) -> Split:
     """Materialise (render or validate) ``split`` of ``manifest``."""
     if not isinstance(manifest, Manifest):
         manifest = load_manifest(manifest)
     spec = manifest.split(split)
     kind = manifest.source["type"]
     if kind == "generator":
-        return _generated_split(manifest, split, spec, cache_root(cache_dir), quiet)
+        return _generated_split(manifest, split, spec, cache_root(cache_dir))
     if kind == "coco":
         root = manifest.resolve(manifest.source["root"])
         ann_path = root / spec["annotations"]
@@ -176,17 +175,16 @@ def split_cache_dir(manifest: Manifest, split: str, root: Path) -> Path:
     return root / "data" / f"{manifest.name}-{manifest.content_hash(version)}" / split
 
 
-def _generated_split(manifest: Manifest, split: str, spec: dict, root: Path,
-                     quiet: bool) -> Split:
+def _generated_split(manifest: Manifest, split: str, spec: dict, root: Path) -> Split:
     out = split_cache_dir(manifest, split, root)
     coco_path = out / "coco.json"
     if coco_path.is_file():
         return Split(manifest, split, out / "images", json.loads(coco_path.read_text()))
-    coco = render_to(manifest, split, spec, out, quiet)
+    coco = render_to(manifest, split, spec, out)
     return Split(manifest, split, out / "images", coco)
 
 
-def render_to(manifest: Manifest, split: str, spec: dict, out: Path, quiet: bool) -> dict:
+def render_to(manifest: Manifest, split: str, spec: dict, out: Path) -> dict:
     """Render a generator split into ``out`` (``images/*.png`` + ``coco.json``), atomically:
     everything goes to a temp dir that is renamed into place at the end."""
     gen = _generator(manifest)
@@ -202,8 +200,7 @@ def render_to(manifest: Manifest, split: str, spec: dict, out: Path, quiet: bool
         kwargs = {k: v for k, v in spec.items() if k != "description"}
         it = gen.render_split(**kwargs, params=params)
         for image_id, (seed, img, objs) in enumerate(
-                tqdm(it, total=spec["count"], desc=f"render {manifest.name}/{split}",
-                     disable=quiet, leave=False), start=1):
+                progress(it, total=spec["count"], desc=f"render {manifest.name}/{split}"), start=1):
             fname = f"{seed:08d}.png"
             ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
             (tmp / "images" / fname).write_bytes(buf.tobytes())

@@ -14,15 +14,16 @@ rest, the same way for the detector, the GAN and the classifier:
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import resource
 import time
 from typing import Iterable, Protocol
 
 import torch
-from tqdm.auto import tqdm
 
 from dafsl.errors import DafslError
+from dafsl.log import get_logger, progress
 from dafsl.runs import RunDir, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 
@@ -76,12 +77,13 @@ def peak_rss_mb() -> float:
 
 
 def fit(trainer: Trainer, run: RunDir, epochs: int, *, mode: str, resume: bool = False,
-        quiet: bool = False, extra: dict | None = None) -> list[dict]:
+        extra: dict | None = None) -> list[dict]:
     """Train ``trainer`` for ``epochs`` epochs, logging to and checkpointing in ``run``.
 
     Returns this stage's metric records (including those of a resumed earlier part).
     """
     stage = trainer.stage
+    log = get_logger(stage.split("_")[0])
     ckpt_path = run.checkpoint_path(stage)
     start, wall = 0, 0.0
     if resume and ckpt_path.exists():
@@ -94,8 +96,7 @@ def fit(trainer: Trainer, run: RunDir, epochs: int, *, mode: str, resume: bool =
         set_rng_state(state["rng"])
         start, wall = int(state["epoch"]) + 1, float(state["wall_clock_s"])
         run.truncate_metrics(stage, int(state["epoch"]))
-        if not quiet:
-            print(f"[{stage}] resumed from {ckpt_path} at epoch {start}/{epochs}")
+        log.info(f"resumed from {ckpt_path} at epoch {start}/{epochs}")
     else:
         run.truncate_metrics(stage, -1)
 
@@ -104,8 +105,7 @@ def fit(trainer: Trainer, run: RunDir, epochs: int, *, mode: str, resume: bool =
         sums: dict[str, float] = {}
         n = 0
         batches = trainer.batches(epoch)
-        bar = tqdm(batches, total=len(batches), desc=f"{stage} {epoch + 1}/{epochs}",
-                   disable=quiet, leave=False, dynamic_ncols=True)
+        bar = progress(batches, total=len(batches), desc=f"{stage} {epoch + 1}/{epochs}")
         for batch in bar:
             losses = trainer.train_step(batch)
             bad = [k for k, v in losses.items() if not math.isfinite(v)]
@@ -134,11 +134,11 @@ def fit(trainer: Trainer, run: RunDir, epochs: int, *, mode: str, resume: bool =
         run.log(record)
         save_checkpoint({"trainer": trainer.state_dict(), "epoch": epoch,
                          "wall_clock_s": wall, "rng": rng_state()}, ckpt_path)
-        if not quiet:
+        if log.isEnabledFor(logging.INFO):
             figs = " ".join(f"{k}={v:.4g}" for k, v in record.items()
                             if isinstance(v, float) and k not in ("epoch_time_s", "eval_time_s",
                                                                     "peak_rss_mb", "wall_clock_s"))
-            tqdm.write(f"[{stage}] epoch {epoch + 1}/{epochs} {epoch_time:.1f}s "
+            log.info(f"epoch {epoch + 1}/{epochs} {epoch_time:.1f}s "
                        f"(eval {eval_time:.1f}s, rss {record['peak_rss_mb']:.0f}M) {figs}")
     return run.read_metrics(stage)
 

@@ -156,10 +156,14 @@ class RunDir:
         except json.JSONDecodeError:
             raise DafslError(f"{self.summary_path}: invalid JSON") from None
 
-    def update_summary(self, stage: str, values: dict) -> dict:
-        """Merge ``values`` into ``summary[stage]`` and rewrite ``summary.json`` atomically."""
+    def update_summary(self, stage: str, values: dict, replace: bool = False) -> dict:
+        """Merge ``values`` into ``summary[stage]`` (``replace``: make them the whole
+        section) and rewrite ``summary.json`` atomically."""
         summary = self.read_summary()
-        summary.setdefault(stage, {}).update(values)
+        if replace:
+            summary[stage] = dict(values)
+        else:
+            summary.setdefault(stage, {}).update(values)
         atomic_write_json(self.summary_path, summary)
         return summary
 

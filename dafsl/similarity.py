@@ -222,13 +222,11 @@ def compare(source: Sequence[float], target: Sequence[float], target_size: int, 
 
 # ------------------------------------------------------------------- --kd auto
 
-def zoo_descriptor(cfg: dict, entry: str, quiet: bool = True) -> tuple[str, list[float]]:
+def zoo_descriptor(cfg: dict, entry: str) -> tuple[str, list[float]]:
     """(label, stored descriptor) of a zoo entry; builds the entry on first use."""
-    try:
-        from dafsl import zoo
-    except ImportError:
-        raise DafslError(f"zoo entry {entry}: dafsl.zoo is not available in this checkout") from None
-    _, meta = zoo.get(entry, cfg, quiet=quiet)
+    from dafsl import zoo
+
+    _, meta = zoo.get(entry, cfg)
     desc = meta.get("descriptor")
     if not isinstance(desc, list) or not desc:
         raise DafslError(f"zoo entry {entry}: meta.json has no source descriptor")
@@ -249,20 +247,13 @@ def _describe_target(split, classes, n: int, what: str) -> tuple[str, list[float
 
 
 def source_entry(cfg: dict, stage: str) -> str:
-    """The zoo entry a stage transfers from (the name each stage's own code uses)."""
-    if stage == "detector":
-        from dafsl.detector.train import ZOO_ENTRY
+    """The zoo entry a stage transfers from, as its registration declares it."""
+    from dafsl.stages import get_stage
 
-        return ZOO_ENTRY
-    if stage == "augmenter":
-        from dafsl.augmenter.zoo import GAN_ENTRY
-
-        return GAN_ENTRY
-    return cfg["classifier"]["zoo_entry"]
+    return get_stage(stage).source_entry(cfg)
 
 
-def stage_comparison(cfg: dict, stage: str, split_info: dict, quiet: bool = True
-                     ) -> tuple[str, list[float], str, list[float], int]:
+def stage_comparison(cfg: dict, stage: str, split_info: dict) -> tuple[str, list[float], str, list[float], int]:
     """(source label, source descriptor, target label, target descriptor, target size) of
     one stage, as ``--kd auto`` compares them:
 
@@ -276,7 +267,7 @@ def stage_comparison(cfg: dict, stage: str, split_info: dict, quiet: bool = True
 
     transfer_src = cfg["transfer"]["source"]
     n = int(cfg["similarity"]["n_objects"])
-    train = load_split(cfg["data"]["manifest"], "train", cfg["data"]["cache_dir"], quiet=quiet)
+    train = load_split(cfg["data"]["manifest"], "train", cfg["data"]["cache_dir"])
     if stage == "classifier" and cfg["classifier"]["source"] == "detector":
         src_label, src_desc, _ = _describe_target(train, list(split_info["denough"]), n,
                                                   "faces (the BDRP's training data)")
@@ -286,7 +277,7 @@ def stage_comparison(cfg: dict, stage: str, split_info: dict, quiet: bool = True
         if transfer_src != "zoo":
             raise DafslError(f"--kd auto ({stage}): the source '{transfer_src}' stores no dataset "
                              f"descriptor; use the zoo source or an explicit --kd mode")
-        src_label, src_desc = zoo_descriptor(cfg, source_entry(cfg, stage), quiet)
+        src_label, src_desc = zoo_descriptor(cfg, source_entry(cfg, stage))
     # what the stage trains on: the detector the Denough scenes, the GAN the Dlack faces
     classes = {"detector": list(split_info["denough"]), "augmenter": list(split_info["dlack"]),
                "classifier": None}[stage]
@@ -294,23 +285,18 @@ def stage_comparison(cfg: dict, stage: str, split_info: dict, quiet: bool = True
     return src_label, src_desc, tgt_label, tgt_desc, size
 
 
-def auto_decision(cfg: dict, stage: str, split_info: dict, quiet: bool = True) -> dict:
+def auto_decision(cfg: dict, stage: str, split_info: dict) -> dict:
     """The decision ``--kd auto`` makes for ``stage``: source, target, distance, p,
     similarity, target size, mode and reason (JSON-serialisable)."""
-    src_label, src, tgt_label, tgt, size = stage_comparison(cfg, stage, split_info, quiet)
+    src_label, src, tgt_label, tgt, size = stage_comparison(cfg, stage, split_info)
     return {"source": src_label, "target": tgt_label, **compare(src, tgt, size, cfg["similarity"])}
 
 
-def auto_mode(ctx, stage: str) -> tuple[str, dict]:
-    """Resolve ``--kd auto`` for one stage: log the decision, record it in summary.json
-    under ``<stage>.auto`` and return (concrete mode, decision)."""
-    decision = auto_decision(ctx.cfg, stage, ctx.split_info, ctx.quiet)
-    print(f"[{stage}] --kd auto: {decision['source']} vs {decision['target']}: Minkowski "
-          f"p={decision['p']} distance {decision['distance']:.4f}, similarity "
-          f"{decision['similarity']:.3f}, {decision['target_size']} target samples -> "
-          f"{decision['mode']} ({decision['reason']})")
-    ctx.run.update_summary(stage, {"auto": decision})
-    return decision["mode"], decision
+def format_decision(decision: dict) -> str:
+    """One log line for an ``--kd auto`` decision."""
+    return (f"{decision['source']} vs {decision['target']}: Minkowski p={decision['p']} distance "
+            f"{decision['distance']:.4f}, similarity {decision['similarity']:.3f}, "
+            f"{decision['target_size']} target samples -> {decision['mode']} ({decision['reason']})")
 
 
 # ------------------------------------------------------------------------- CLI
@@ -323,9 +309,9 @@ def describe_argument(arg: str, cfg: dict, split: str, classes: Sequence[str] | 
     from dafsl.data import load_split
 
     if arg.startswith("zoo:"):
-        label, desc = zoo_descriptor(cfg, arg[4:], quiet=False)
+        label, desc = zoo_descriptor(cfg, arg[4:])
         return label, desc, None
-    sp = load_split(arg, split, cfg["data"]["cache_dir"], quiet=False)
+    sp = load_split(arg, split, cfg["data"]["cache_dir"])
     label, desc, size = _describe_target(sp, classes, int(cfg["similarity"]["n_objects"]), "objects")
     return label, desc, size
 
@@ -354,8 +340,10 @@ def get_args_parser():
 @exit_on_error
 def main(argv: list[str] | None = None) -> dict:
     from dafsl.config import load_config
+    from dafsl.log import configure
 
     args = get_args_parser().parse_args(argv)
+    configure()
     cfg = load_config(args.config, args.overrides)
     classes = args.classes.split(",") if args.classes else None
     s_label, s_desc, _ = describe_argument(args.source, cfg, args.split, None)

@@ -252,8 +252,7 @@ def cosine_decay(total_steps: int, final: float = 0.05) -> Callable[[int], float
 
 
 # -- sources ------------------------------------------------------------------------
-def resolve_source(cfg: dict, zoo_entry: str, quiet: bool = False,
-                   arch: str | None = None) -> tuple[dict, dict]:
+def resolve_source(cfg: dict, zoo_entry: str, arch: str | None = None) -> tuple[dict, dict]:
     """The source weights for a transfer run and a description of where they came from.
 
     ``cfg["transfer"]["source"]``:
@@ -269,7 +268,7 @@ def resolve_source(cfg: dict, zoo_entry: str, quiet: bool = False,
     if source == "zoo":
         from dafsl import zoo
 
-        path, meta = zoo.get(zoo_entry, cfg, quiet=quiet)
+        path, meta = zoo.get(zoo_entry, cfg)
         return _state_of(load_checkpoint(path), path), {"source": f"zoo:{zoo_entry}", **meta}
     if source == "imagenet":
         if not arch:

@@ -12,8 +12,9 @@ config the entry depends on and the builder's code, so a changed architecture re
 The build time is recorded in ``meta.json`` (``build_time_s``) and never counted in a
 transfer run's training time: like ImageNet pretraining in the paper, it is paid once.
 
-Registering an entry: add one line to :data:`ENTRIES` (``name → "module:function"``).
-The function is ``build_entry(cfg, out_dir, quiet) -> meta`` and writes
+Registering an entry: add it to its stage's ``zoo`` in :data:`dafsl.stages.STAGES`
+(``name → "module:function"``). The function is ``build(cfg, out_dir, device) -> meta``
+and writes
 ``out_dir/"checkpoint.pt"`` via :func:`dafsl.runs.save_checkpoint`; its meta must hold
 ``source_dataset`` and ``descriptor`` (:func:`dafsl.similarity.describe_split`). The
 builder's module may define ``entry_key(cfg) -> dict`` (the config the checkpoint depends
@@ -33,16 +34,20 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+import torch
+
 from dafsl.config import DEFAULT_CONFIG, load_config
 from dafsl.data import cache_root
 from dafsl.errors import DafslError, exit_on_error
+from dafsl.log import configure, get_logger
 from dafsl.runs import atomic_write_json
+from dafsl.stages import resolve_device, zoo_entries
 
-ENTRIES: dict[str, str] = {
-    "detector-shapes": "dafsl.detector.zoo:build_entry",
-    "augmenter-gan": "dafsl.augmenter.zoo:build_source_gan",
-    "augmenter-attrnet": "dafsl.augmenter.attrnet:build_attribute_net",
-}
+ENTRIES: dict[str, str] = zoo_entries()
+#: (entry, build seconds) of every entry built in this process, in order; the runner
+#: reports the builds a stage triggered from it (zoo build time is never training time)
+BUILDS: list[tuple[str, float]] = []
+log = get_logger("zoo")
 
 
 def zoo_dir(cfg: dict) -> Path:
@@ -81,11 +86,11 @@ def entry_dir(name: str, cfg: dict) -> Path:
     return zoo_dir(cfg) / f"{name}-{entry_key(name, cfg)}"
 
 
-def get(name: str, cfg: dict, quiet: bool = False) -> tuple[Path, dict]:
+def get(name: str, cfg: dict, device: torch.device | str | None = None) -> tuple[Path, dict]:
     """``(checkpoint path, meta)`` of entry ``name``, building it first if needed.
 
-    ``meta["built_now"]`` says whether this call built it (a stage logs
-    ``zoo_build_time_s = meta["build_time_s"]`` then, and 0 for a cached entry).
+    ``meta["built_now"]`` says whether this call built it. ``device``: where a build
+    trains (default: the config's ``device``).
     """
     out = entry_dir(name, cfg)
     meta_path, ckpt = out / "meta.json", out / "checkpoint.pt"
@@ -102,10 +107,10 @@ def get(name: str, cfg: dict, quiet: bool = False) -> tuple[Path, dict]:
     # Build in a temp dir renamed into place, so an interrupted build never looks cached.
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
-        if not quiet:
-            print(f"[zoo] building {name} (first use; cached in {out})")
+        log.info(f"building {name} (first use; cached in {out})")
         t0 = time.perf_counter()
-        meta = dict(build(cfg, tmp, quiet))
+        device = resolve_device(cfg["device"]) if device is None else torch.device(device)
+        meta = dict(build(cfg, tmp, device))
         missing = {"source_dataset", "descriptor"} - meta.keys()
         if missing or not (tmp / "checkpoint.pt").is_file():
             raise DafslError(f"zoo: builder of '{name}' did not produce "
@@ -120,12 +125,12 @@ def get(name: str, cfg: dict, quiet: bool = False) -> tuple[Path, dict]:
             if not (out / "meta.json").is_file():
                 raise
             shutil.rmtree(tmp)  # another process finished the same entry first; keep theirs
-            return get(name, cfg, quiet)
+            return get(name, cfg, device)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if not quiet:
-        print(f"[zoo] built {name} in {meta['build_time_s']:.1f}s")
+    log.info(f"built {name} in {meta['build_time_s']:.1f}s")
+    BUILDS.append((name, float(meta["build_time_s"])))
     return ckpt, {**meta, "built_now": True}
 
 
@@ -156,6 +161,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 @exit_on_error
 def main(argv: Sequence[str] | None = None) -> list[dict] | dict:
     args = get_args_parser().parse_args(argv)
+    configure(args.quiet)
     cfg = load_config(args.config, args.overrides)
     if args.command == "list":
         rows = list_entries(cfg)
@@ -166,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict] | dict:
         return rows
     if not args.name:
         raise DafslError("zoo build: name the entry to build (see `python -m dafsl.zoo list`)")
-    path, meta = get(args.name, cfg, quiet=args.quiet)
+    path, meta = get(args.name, cfg)
     shown = {k: v for k, v in meta.items() if k != "descriptor"}
     print(json.dumps({"checkpoint": str(path), **shown}))
     return meta

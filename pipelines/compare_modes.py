@@ -135,7 +135,7 @@ def auto_decisions(cfg: dict, stages: list[str], out: Path) -> dict:
     summary = {}
     for stage in stages:
         try:
-            decision = auto_decision(cfg, stage, info, quiet=True)
+            decision = auto_decision(cfg, stage, info)
         except DafslError as err:
             decision = {"source": "?", "target": "?", "mode": "not decided", "reason": str(err)}
         summary[stage] = {"auto": decision}

@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = load_config(args.config, args.overrides)
     ckpt = args.checkpoint
     if args.run is not None:
-        from dafsl.pipeline import read_outputs
+        from dafsl.stages import read_outputs
 
         outputs = args.run / "detector" / "outputs.json"
         if not outputs.is_file():
@@ -189,10 +189,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     from dafsl.detector.model import load_detector
     from dafsl.detector.predict import detect
-    from dafsl.pipeline import resolve_device
+    from dafsl.stages import resolve_device
 
     manifest = args.manifest or cfg["data"]["manifest"]
-    split = load_split(manifest, args.split, cfg["data"]["cache_dir"], quiet=False)
+    split = load_split(manifest, args.split, cfg["data"]["cache_dir"])
     device = resolve_device(cfg["device"])
     model = load_detector(ckpt, device)
     with torch.no_grad():

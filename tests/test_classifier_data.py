@@ -8,40 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from dafsl.classifier.data import (EpochBatches, FaceSet, classic_augmentation, crop_face,
-                                   epoch_order, generated_faces, match_faces, split_faces, to_input)
+from dafsl.classifier.data import (EpochBatches, FaceSet, classic_augmentation, epoch_order,
+                                   generated_faces, split_faces, to_input)
 from dafsl.classifier.model import IMAGENET_MEAN, IMAGENET_STD
 from dafsl.data import load_split
 from dafsl.errors import DafslError
 
 
-def test_crop_face_square_resized_and_filled_at_borders():
-    img = np.zeros((20, 30, 3), dtype=np.uint8)
-    img[5:15, 10:20] = 255  # a 10x10 white "face"
-    crop = crop_face(img, [10, 5, 10, 10], size=8, margin=0.0)
-    assert crop.shape == (8, 8, 3) and crop.min() == 255
-    # a box at the corner with margin: the outside is filled from the edge, not black
-    img2 = np.full((10, 10, 3), 100, dtype=np.uint8)
-    edge = crop_face(img2, [0, 0, 4, 4], size=8, margin=1.0)
-    assert edge.shape == (8, 8, 3) and (edge == 100).all()
-
-
-def test_match_faces_is_greedy_by_score():
-    gt = np.array([[0, 0, 10, 10], [20, 0, 10, 10], [50, 50, 5, 5]], dtype=float)
-    det = np.array([[1, 0, 10, 10],     # IoU .82 with gt0
-                    [0, 0, 10, 10],     # IoU 1 with gt0, but lower score
-                    [21, 1, 10, 10],    # gt1
-                    [100, 100, 5, 5]],  # nothing
-                   dtype=float)
-    match = match_faces(gt, det, np.array([0.9, 0.8, 0.7, 0.95]))
-    assert match.tolist() == [0, 2, -1]
-    assert match_faces(gt, np.zeros((0, 4)), np.zeros(0)).tolist() == [-1, -1, -1]
-
-
 def test_split_faces_use_detector_boxes_and_keep_missed_faces():
     split = load_split("synthfaces_tiny", "val")
     classes = ["male", "female"]
-    gt_faces, gt_stats = split_faces(split, classes, 16, 0.1)
+    fcfg = {"score_threshold": 0.5, "match_iou": 0.5, "margin": 0.1}
+    gt_faces, gt_stats = split_faces(split, classes, 16, fcfg)
     assert gt_stats == {"faces": len(split.coco["annotations"]), "from_detector": 0,
                         "from_gt": len(split.coco["annotations"])}
     assert gt_faces.images.shape[1:] == (16, 16, 3)
@@ -52,7 +30,7 @@ def test_split_faces_use_detector_boxes_and_keep_missed_faces():
                        a["bbox"][1] + a["bbox"][3]] for a in split.annotations(first)])
     dets = {first: {"boxes": np.concatenate([boxes, boxes]),
                     "scores": np.r_[np.full(len(boxes), 0.9), np.full(len(boxes), 0.2)]}}
-    faces, stats = split_faces(split, classes, 16, 0.1, dets, score_threshold=0.5)
+    faces, stats = split_faces(split, classes, 16, fcfg, dets)
     n_first = len(split.annotations(first))
     assert stats["from_detector"] == n_first and stats["faces"] == gt_stats["faces"]
     assert np.array_equal(faces.labels, gt_faces.labels)  # same faces, same labels

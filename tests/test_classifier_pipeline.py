@@ -28,7 +28,7 @@ def test_stage_all_runs_the_chain(full_run):
     c = summary["classifier"]
     # the classifier took the BDRP backbone of this very run, and the generated faces
     assert c["source"] == f"detector:{out / 'detector' / 'detector_final.pt'}"
-    assert c["n_loaded"] > 0 and c["frozen_params"] == 0
+    assert c["transfer"]["n_loaded"] > 0 and c["frozen_params"] == 0
     assert c["generated_used"] == summary["augmenter"]["generated"] > 0
     assert c["train_counts"]["female"] == 4 + c["generated_used"]
     assert c["crops"] == "detector"
@@ -63,7 +63,7 @@ def test_from_reuses_detector_and_augmenter_without_retraining(full_run, tmp_pat
     c = summary["classifier"]
     assert c["source"] == f"detector:{first / 'detector' / 'detector_final.pt'}"
     assert c["generated_used"] > 0 and c["augmentation"] == "gan"
-    assert c["frozen_params"] > 0 and c["trainable_modules"] == ["fc"]
+    assert c["frozen_params"] > 0 and c["transfer"]["trainable_modules"] == ["fc"]
 
 
 def test_from_repeats_the_chains_classifier_exactly(full_run, tmp_path):
@@ -81,9 +81,9 @@ def test_from_repeats_the_chains_classifier_exactly(full_run, tmp_path):
 def test_gan_augmentation_needs_augmenter_outputs(tmp_path):
     with pytest.raises(SystemExit) as exc:  # main is wrapped: a DafslError exits with 2
         main(["--stage", "classifier", "--kd", "vanilla", "--out", str(tmp_path / "r"), *SMOKE,
-              "--set", "classifier.crops=gt"])
+              "--set", "faces.crops=gt"])
     assert exc.value.code == 2
     with pytest.raises(DafslError, match="no augmenter outputs"):
         main.__wrapped__(["--stage", "classifier", "--kd", "vanilla", "--out", str(tmp_path / "r"),
-                          *SMOKE, "--set", "classifier.crops=gt"])
+                          *SMOKE, "--set", "faces.crops=gt"])
 

@@ -8,7 +8,7 @@ from dafsl.pipeline import main
 from dafsl.runs import read_metrics
 
 ALONE = ["--stage", "classifier", "--kd", "vanilla", "--config", "configs/smoke.yaml", "--quiet",
-         "--set", "classifier.crops=gt", "--set", "classifier.augmentation=classic"]
+         "--set", "faces.crops=gt", "--set", "classifier.augmentation=classic"]
 
 
 def test_resumed_classifier_equals_uninterrupted(tmp_path):

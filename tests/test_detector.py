@@ -48,7 +48,7 @@ def source_path(tmp_path_factory):
 def trained_delta(cfg: dict, mode: str, scenes) -> tuple[dict, set[str], dict]:
     """Build ``mode`` from the source, take 2 SGD steps; (initial state, names of tensors
     that changed, report)."""
-    model, report, _ = build_for_mode(cfg, mode, quiet=True, log=lambda *_: None)
+    model, report, _ = build_for_mode(cfg, mode)
     init = {k: v.detach().clone() for k, v in model.state_dict().items()}
     trainer = DetectorTrainer(model, scenes, det_cfg=cfg["detector"], mode=mode,
                               transfer_cfg=cfg["transfer"], seed=0, device=torch.device("cpu"),
@@ -90,7 +90,7 @@ def test_finetune_changes_exactly_the_unfrozen_stages(scenes, source_path, freez
 def test_pretrained_starts_from_the_source(scenes, source_path):
     cfg = smoke_cfg(f"transfer.source={source_path}")
     source = load_checkpoint(source_path)["model"]
-    model, report, meta = build_for_mode(cfg, "pretrained", quiet=True, log=lambda *_: None)
+    model, report, meta = build_for_mode(cfg, "pretrained")
     skipped = dict(report.skipped)
     assert set(skipped) == {f"roi_heads.box_predictor.{n}.{p}" for n in ("cls_score", "bbox_pred")
                             for p in ("weight", "bias")}
@@ -113,7 +113,7 @@ def test_mismatched_required_layer_is_an_error(source_path, tmp_path):
     cfg = smoke_cfg(f"transfer.source={tmp_path / 'bad.pt'}")
     with pytest.raises(DafslError, match=r"backbone\.body\.layer3\.0\.conv1\.weight.*"
                                          r"\(8, 8, 3, 3\) in source vs \(256, 128, 3, 3\)"):
-        build_for_mode(cfg, "finetune", quiet=True, log=lambda *_: None)
+        build_for_mode(cfg, "finetune")
 
 
 # ------------------------------------------------------------------ the stage end to end

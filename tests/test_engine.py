@@ -53,13 +53,13 @@ def _strip(records):
 
 def test_resumed_run_matches_uninterrupted(tmp_path):
     seed_everything(0)
-    straight = fit(TinyTrainer(), RunDir(tmp_path / "a"), 4, mode="vanilla", quiet=True)
+    straight = fit(TinyTrainer(), RunDir(tmp_path / "a"), 4, mode="vanilla")
 
     seed_everything(0)
     run = RunDir(tmp_path / "b")
-    fit(TinyTrainer(), run, 2, mode="vanilla", quiet=True)      # "killed" after epoch 2
+    fit(TinyTrainer(), run, 2, mode="vanilla")      # "killed" after epoch 2
     torch.manual_seed(1234)                                       # a new process: other RNG
-    resumed = fit(TinyTrainer(), run, 4, mode="vanilla", resume=True, quiet=True)
+    resumed = fit(TinyTrainer(), run, 4, mode="vanilla", resume=True)
 
     assert len(resumed) == 4
     assert _strip(resumed) == _strip(straight)
@@ -70,15 +70,15 @@ def test_resumed_run_matches_uninterrupted(tmp_path):
 
 def test_records_logged_after_the_last_checkpoint_are_dropped_on_resume(tmp_path):
     run = RunDir(tmp_path / "c")
-    fit(TinyTrainer(), run, 1, mode="vanilla", quiet=True)
+    fit(TinyTrainer(), run, 1, mode="vanilla")
     # a crash between logging epoch 1 and writing its checkpoint
     run.log({"stage": "tiny", "mode": "vanilla", "epoch": 1, "epoch_time_s": 0.0,
              "wall_clock_s": 0.0, "loss": 99.0})
-    records = fit(TinyTrainer(), run, 2, mode="vanilla", resume=True, quiet=True)
+    records = fit(TinyTrainer(), run, 2, mode="vanilla", resume=True)
     assert [r["epoch"] for r in records] == [0, 1] and records[1]["loss"] != 99.0
 
 
 def test_nan_loss_stops_training_with_a_message(tmp_path):
     trainer = TinyTrainer(lr=1e6)
     with pytest.raises(TrainingDiverged, match="tiny epoch .* loss loss is"):
-        fit(trainer, RunDir(tmp_path / "d"), 20, mode="vanilla", quiet=True)
+        fit(trainer, RunDir(tmp_path / "d"), 20, mode="vanilla")

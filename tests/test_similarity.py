@@ -134,31 +134,31 @@ def test_descriptor_version_mismatch_is_an_error():
 def _ctx(cfg, tmp_path):
     train = load_split(cfg["data"]["manifest"], "train", cfg["data"]["cache_dir"])
     info = denough_dlack(train.class_counts(), cfg["data"]["imbalance_threshold"])
-    return SimpleNamespace(cfg=cfg, run=RunDir(tmp_path / "run"), split_info=info, quiet=True)
+    return SimpleNamespace(cfg=cfg, run=RunDir(tmp_path / "run"), split_info=info)
 
 
-def test_auto_mode_classifier_logs_and_records_the_decision(cfg, tmp_path, capsys):
+def test_auto_decision_classifier_and_its_log_line(cfg, tmp_path):
     # classifier.source detector: the BDRP was trained on the Denough faces of this split
     ctx = _ctx(dict(cfg, classifier=dict(cfg["classifier"], source="detector")), tmp_path)
-    mode, decision = similarity.auto_mode(ctx, "classifier")
-    assert mode == decision["mode"] == "pretrained"
-    line = capsys.readouterr().out
-    for part in ("--kd auto", "p=2", "distance", "similarity", "-> pretrained"):
+    decision = similarity.auto_decision(ctx.cfg, "classifier", ctx.split_info)
+    assert decision["mode"] == "pretrained"
+    assert set(decision) >= {"source", "distance", "p", "similarity", "mode", "reason"}
+    line = similarity.format_decision(decision)
+    for part in ("p=2", "distance", "similarity", "-> pretrained"):
         assert part in line
-    stored = ctx.run.read_summary()["classifier"]["auto"]
-    assert stored == decision
-    assert set(stored) >= {"source", "distance", "p", "similarity", "mode", "reason"}
 
 
-def test_auto_mode_detector_uses_the_zoo_descriptor(cfg, tmp_path, monkeypatch):
+def test_auto_decision_detector_uses_the_zoo_descriptor(cfg, tmp_path, monkeypatch):
     # Stand-in for the zoo meta (building the real entry trains a detector): the entry
     # stores the descriptor of its source data, here the shapes set.
     shapes = similarity.describe_split(load_split("shapes_tiny", "train"))
     asked = []
     monkeypatch.setattr(similarity, "zoo_descriptor",
-                        lambda c, entry, quiet=True: (asked.append(entry) or f"zoo:{entry}", shapes))
-    mode, decision = similarity.auto_mode(_ctx(cfg, tmp_path), "detector")
-    assert asked and mode == "fixed" and decision["source"].startswith("zoo:")
+                        lambda c, entry: (asked.append(entry) or f"zoo:{entry}", shapes))
+    ctx = _ctx(cfg, tmp_path)
+    decision = similarity.auto_decision(ctx.cfg, "detector", ctx.split_info)
+    assert asked == ["detector-shapes"] and decision["mode"] == "fixed"
+    assert decision["source"].startswith("zoo:")
 
 
 def test_auto_refuses_a_source_without_descriptor(cfg, tmp_path):
@@ -179,9 +179,8 @@ def test_cli_prints_distance_and_decision():
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error: similarity.p")
 
 
-@pytest.mark.slow
 def test_pipeline_kd_auto_runs_each_stage_in_its_decided_mode(tmp_path):
-    """End to end on the smoke config (builds the zoo entries: about a minute)."""
+    """End to end on the smoke config (builds the smoke zoo entries: seconds)."""
     from dafsl.pipeline import main
 
     summary = main(["--stage", "all", "--kd", "auto", "--config", SMOKE,

@@ -31,7 +31,7 @@ def built(cfg: dict) -> bool:
 def test_entry_is_built_once_then_cached(zoo_root, monkeypatch):
     cfg = smoke_cfg(zoo_root)
     assert built(cfg) is False
-    path, meta = zoo.get("detector-shapes", cfg, quiet=True)
+    path, meta = zoo.get("detector-shapes", cfg)
     assert meta["built_now"] is True and meta["build_time_s"] > 0
     assert meta["source_dataset"] == "shapes_tiny" and len(meta["descriptor"]) == DESCRIPTOR_SIZE
     assert path.parent.parent == zoo_root and meta["name"] == "detector-shapes"
@@ -45,7 +45,7 @@ def test_entry_is_built_once_then_cached(zoo_root, monkeypatch):
         raise AssertionError("the cached entry was rebuilt")
 
     monkeypatch.setattr(builder, "build_entry", must_not_run)
-    path2, meta2 = zoo.get("detector-shapes", cfg, quiet=True)
+    path2, meta2 = zoo.get("detector-shapes", cfg)
     assert path2 == path and meta2["built_now"] is False and path.stat().st_mtime_ns == stamp
     assert meta2["created"] == meta["created"] and meta2["build_time_s"] == meta["build_time_s"]
     assert built(cfg) is True

@@ -20,12 +20,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from dafsl.augmenter import data
-from dafsl.augmenter.data import class_faces, crop_annotations, denough_classes, to_tensor
+from dafsl import faces as face_crops
+from dafsl.augmenter.data import denough_classes, to_tensor
+from dafsl.faces import class_faces, crop_faces
 from dafsl.data import Split, load_split
 from dafsl.errors import DafslError
+from dafsl.log import progress
 from dafsl.runs import load_checkpoint, save_checkpoint
 from dafsl.similarity import describe_split
 
@@ -70,10 +72,10 @@ def entry_key(cfg: dict) -> dict:
     """What the entry depends on (hashed by :func:`dafsl.zoo.entry_key` with this module's
     code): data, seed, resolution and framing, the net's settings, the cropping code."""
     aug = cfg["augmenter"]
-    code = "".join(inspect.getsource(f) for f in (data.crop_face, data.crop_annotations,
-                                                    data.class_faces, data.to_tensor))
+    code = "".join(inspect.getsource(f) for f in (face_crops.crop_face, face_crops.crop_faces,
+                                                    face_crops.class_faces, data.to_tensor))
     return {"data": {k: cfg["data"][k] for k in ("manifest", "imbalance_threshold")},
-            "seed": cfg["seed"], "resolution": aug["resolution"], "crop_margin": aug["crop_margin"],
+            "seed": cfg["seed"], "resolution": aug["resolution"], "crop_margin": cfg["faces"]["margin"],
             "attrnet": aug["attrnet"], "code": hashlib.sha256(code.encode()).hexdigest()}
 
 
@@ -97,18 +99,18 @@ def attribute_targets(faces: list[tuple[int, dict]], names: list[str], label: st
     return torch.tensor(rows, dtype=torch.float32).clamp(0, 1)
 
 
-def build_attribute_net(cfg: dict, out_dir: Path, quiet: bool) -> dict:
+def build_attribute_net(cfg: dict, out_dir: Path, device: torch.device) -> dict:
     """Zoo builder: train the attribute net, write ``out_dir/checkpoint.pt``, return meta."""
     aug, net_cfg = cfg["augmenter"], cfg["augmenter"]["attrnet"]
-    size, margin = int(aug["resolution"]), float(aug["crop_margin"])
+    size, margin = int(aug["resolution"]), float(cfg["faces"]["margin"])
     manifest, cache = cfg["data"]["manifest"], cfg["data"]["cache_dir"]
-    train = load_split(manifest, "train", cache, quiet=quiet)
-    val = load_split(manifest, "val", cache, quiet=quiet)
+    train = load_split(manifest, "train", cache)
+    val = load_split(manifest, "val", cache)
     names = attribute_names(train)
     images, targets = [], []
     for split, faces in ((train, [f for c in denough_classes(cfg, train) for f in class_faces(train, c)]),
                          (val, [(a["image_id"], a) for a in val.coco["annotations"]])):
-        images.append(to_tensor(crop_annotations(split, faces, size, margin)))
+        images.append(to_tensor(crop_faces(split, faces, size, margin)))
         targets.append(attribute_targets(faces, names, split.label))
     x, y = torch.cat(images), torch.cat(targets)
     gen = torch.Generator().manual_seed(int(cfg["seed"]) * 1000 + 17)
@@ -116,16 +118,17 @@ def build_attribute_net(cfg: dict, out_dir: Path, quiet: bool) -> dict:
     n_hold = max(1, len(x) // 10)
     hold, fit_idx = perm[:n_hold], perm[n_hold:]
     torch.manual_seed(int(cfg["seed"]))
-    net = AttributeNet(len(names), int(net_cfg["width"]), int(net_cfg["feature_dim"]))
+    net = AttributeNet(len(names), int(net_cfg["width"]), int(net_cfg["feature_dim"])).to(device)
+    x, y = x.to(device), y.to(device)
     opt = torch.optim.Adam(net.parameters(), lr=float(net_cfg["lr"]))
     bs, epochs = int(net_cfg["batch_size"]), int(net_cfg["epochs"])
     t0 = time.perf_counter()
-    for _ in tqdm(range(epochs), desc="attribute net", disable=quiet, leave=False):
+    for _ in progress(range(epochs), desc="attribute net"):
         net.train()
         order = fit_idx[torch.randperm(len(fit_idx), generator=gen)]
         for i in range(0, len(order), bs):
             idx = order[i:i + bs]
-            flip = torch.rand(len(idx), generator=gen) < 0.5  # the attributes are left-right symmetric
+            flip = (torch.rand(len(idx), generator=gen) < 0.5).to(device)  # the attributes are left-right symmetric
             xb = torch.where(flip[:, None, None, None], x[idx].flip(3), x[idx])
             batch_loss = attribute_loss(net(xb), y[idx])
             opt.zero_grad(set_to_none=True)
@@ -135,7 +138,7 @@ def build_attribute_net(cfg: dict, out_dir: Path, quiet: bool) -> dict:
     with torch.no_grad():
         mae = (torch.sigmoid(net(x[hold])) - y[hold]).abs().mean(dim=0)
     baseline = (y[fit_idx].mean(dim=0, keepdim=True) - y[hold]).abs().mean(dim=0)
-    save_checkpoint({"model": net.state_dict(), "attributes": names}, out_dir / "checkpoint.pt")
+    save_checkpoint({"model": net.cpu().state_dict(), "attributes": names}, out_dir / "checkpoint.pt")
     return {"source_dataset": f"{train.label} Denough faces + {val.label} faces (GT boxes)",
             "descriptor": describe_split(train), "attributes": names, "faces": len(x),
             "train_time_s": time.perf_counter() - t0,
@@ -143,11 +146,11 @@ def build_attribute_net(cfg: dict, out_dir: Path, quiet: bool) -> dict:
             "heldout_mae_per_attribute": {n: float(v) for n, v in zip(names, mae)}}
 
 
-def load_attribute_net(cfg: dict, quiet: bool = False) -> tuple[AttributeNet, dict]:
+def load_attribute_net(cfg: dict, device: torch.device | str = "cpu") -> tuple[AttributeNet, dict]:
     """The cached (or freshly built) attribute net in eval mode, and its zoo meta."""
     from dafsl import zoo
 
-    path, meta = zoo.get(ATTRNET_ENTRY, cfg, quiet=quiet)
+    path, meta = zoo.get(ATTRNET_ENTRY, cfg, device=device)
     state = load_checkpoint(path)
     net_cfg = cfg["augmenter"]["attrnet"]
     net = AttributeNet(len(state["attributes"]), int(net_cfg["width"]), int(net_cfg["feature_dim"]))

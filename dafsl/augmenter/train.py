@@ -25,20 +25,23 @@ from pathlib import Path
 import torch
 
 from dafsl import transfer
-from dafsl.augmenter.data import (CROP_SOURCES, DlackCrops, class_faces, crop_annotations,
-                                  detector_crops, to_tensor, to_uint8)
+from dafsl.augmenter.attrnet import load_attribute_net
+from dafsl.augmenter.data import DlackCrops, to_tensor, to_uint8
 from dafsl.augmenter.diffaug import parse_policy
 from dafsl.augmenter.networks import GAN, build_gan
 from dafsl.augmenter.quality import QualityProbe
 from dafsl.augmenter.samples import write_generated, write_grid, write_real_vs_generated
 from dafsl.augmenter.trainer import GanTrainer, generate, growth_for
-from dafsl.augmenter.attrnet import load_attribute_net
 from dafsl.augmenter.zoo import GAN_ENTRY
 from dafsl.data import Split, load_split
-from dafsl.engine import fit, torch_threads
+from dafsl.engine import fit
 from dafsl.errors import DafslError
-from dafsl.pipeline import StageContext, write_outputs
+from dafsl.faces import class_faces, crop_faces, crop_source, face_boxes, split_detections
+from dafsl.log import get_logger
 from dafsl.runs import save_checkpoint
+from dafsl.stages import StageContext, StageResult
+
+log = get_logger("augmenter")
 
 
 def frozen_modules(mode: str, gan: GAN, aug_cfg: dict, transfer_cfg: dict) -> list[str]:
@@ -68,40 +71,30 @@ def dlack_class(ctx: StageContext) -> str:
     return dlack[0]
 
 
-def collect_crops(ctx: StageContext, train: Split, cls: str, log) -> DlackCrops:
-    """The Dlack faces as (N, r, r, 3) uint8 crops, from the detector or ground truth."""
-    aug = ctx.cfg["augmenter"]
-    size, margin = int(aug["resolution"]), float(aug["crop_margin"])
-    choice = aug["crops"]
-    if choice not in CROP_SOURCES:
-        raise DafslError(f"augmenter.crops: expected one of {', '.join(CROP_SOURCES)}, got {choice!r}")
-    faces = class_faces(train, cls, int(aug["shots"]))
+def collect_crops(ctx: StageContext, train: Split, cls: str) -> DlackCrops:
+    """The Dlack faces as (N, r, r, 3) uint8 crops, at the BDRP boxes or annotated boxes
+    (:mod:`dafsl.faces`: one framing and one matching rule for every stage)."""
+    fcfg, size = ctx.cfg["faces"], int(ctx.cfg["augmenter"]["resolution"])
+    faces = class_faces(train, cls, int(ctx.cfg["augmenter"]["shots"]))
     if len(faces) < 2:
         raise DafslError(f"{train.label}: Dlack class '{cls}' has {len(faces)} usable face "
                          f"crop(s); the augmenter needs at least 2")
-    checkpoint = None
-    if choice != "gt":
-        try:
-            checkpoint = ctx.stage_output("detector").get("checkpoint")
-        except DafslError:
-            if choice == "detector":
-                raise
-            log("[augmenter] crops: no detector output in this run or --from; using the "
-                "ground-truth boxes of the Dlack faces")
-    if checkpoint is None:
-        return DlackCrops(crop_annotations(train, faces, size, margin), "gt")
-    if not Path(checkpoint).is_file():
-        raise DafslError(f"{checkpoint}: detector checkpoint named in the detector outputs not found")
-    from dafsl.detector.model import load_detector
-    from dafsl.detector.predict import detect
-
-    model = load_detector(Path(checkpoint), ctx.device)
-    score = float(aug["detector_score"])
-    crops = detector_crops(train, faces, lambda imgs: detect(model, imgs, ctx.device, score_threshold=score),
-                           size, margin, float(aug["match_iou"]), log)
-    log(f"[augmenter] crops: {len(faces) - len(crops.missed)}/{len(faces)} Dlack faces cropped "
-        f"at BDRP detections ({checkpoint})")
-    return crops
+    checkpoint = ctx.optional_output("detector", "checkpoint")
+    source = crop_source(fcfg["crops"], checkpoint is not None, "augmenter")
+    detections = None
+    if source == "detector":
+        if not Path(checkpoint).is_file():
+            raise DafslError(f"{checkpoint}: detector checkpoint named in the detector outputs not found")
+        detections = split_detections(Path(checkpoint), train, ctx.device, ctx.cfg["data"]["cache_dir"])
+    boxes = face_boxes(faces, detections, float(fcfg["score_threshold"]), float(fcfg["match_iou"]))
+    for ann_id in boxes.missed:
+        log.info(f"detector missed Dlack face {ann_id} (no detection with IoU >= "
+                 f"{fcfg['match_iou']}); using its annotated box")
+    if source == "detector":
+        log.info(f"crops: {len(faces) - len(boxes.missed)}/{len(faces)} Dlack faces cropped at "
+                 f"BDRP detections ({checkpoint})")
+    images = crop_faces(train, faces, size, float(fcfg["margin"]), boxes.boxes)
+    return DlackCrops(images, source, boxes.missed, boxes.ious)
 
 
 def fill_count(aug: dict, split_info: dict, cls: str) -> int:
@@ -114,42 +107,33 @@ def fill_count(aug: dict, split_info: dict, cls: str) -> int:
     return max(0, math.ceil(float(aug["fill_ratio"]) * top) - int(counts[cls]))
 
 
-def run(ctx: StageContext) -> dict:
-    """Train the augmenter in ``ctx.mode`` and fill Dlack; returns the stage's outputs."""
-    with torch_threads(int(ctx.cfg["augmenter"]["num_threads"])):
-        return _run(ctx)
-
-
-def _run(ctx: StageContext) -> dict:
+def run(ctx: StageContext) -> StageResult:
     """Crops -> quality probe -> GAN in its mode -> fit -> :func:`finish`."""
     cfg, aug, mode = ctx.cfg, ctx.cfg["augmenter"], ctx.mode
     seed = int(cfg["seed"])
-    log = (lambda msg: None) if ctx.quiet else print
     out_dir = ctx.run.stage_dir("augmenter")
     cls = dlack_class(ctx)
     policy = parse_policy(str(aug["diffaug"]))
-    train = load_split(cfg["data"]["manifest"], "train", cfg["data"]["cache_dir"], quiet=ctx.quiet)
-    crops = collect_crops(ctx, train, cls, log)
+    train = load_split(cfg["data"]["manifest"], "train", cfg["data"]["cache_dir"])
+    crops = collect_crops(ctx, train, cls)
     reals = to_tensor(crops.images)
 
-    probe, attr_meta = quality_probe(cfg, cls, quiet=ctx.quiet)
-    zoo_time = {"augmenter-attrnet": zoo_build_time(attr_meta)}
+    probe, attr_meta = quality_probe(cfg, cls, ctx.device)
 
     torch.manual_seed(seed)
     gan = build_gan(aug)
     source_state = None
     if mode != "vanilla":
-        source_state, src_meta = transfer.resolve_source(cfg, GAN_ENTRY, quiet=ctx.quiet)
-        zoo_time[GAN_ENTRY] = zoo_build_time(src_meta)
+        source_state, _ = transfer.resolve_source(cfg, GAN_ENTRY)
     report = transfer.apply_mode(gan, mode, source_state=source_state,
                                  frozen=frozen_modules(mode, gan, aug, cfg["transfer"]),
                                  required=("G.", "D."), lr_factor=float(cfg["transfer"]["lr_factor"]),
-                                 log=log)
+                                 log=log.info)
     growth = growth_for(aug, gan.num_levels, grown=(mode != "vanilla"))
     epochs = int(aug["epochs"])
     if growth.total_steps > epochs * int(aug["steps_per_epoch"]):
-        log(f"[augmenter] {epochs} epochs end before G reaches {aug['resolution']} px "
-            f"(growth needs {growth.total_steps // int(aug['steps_per_epoch'])}); samples are upsampled")
+        log.info(f"{epochs} epochs end before G reaches {aug['resolution']} px (growth needs "
+                 f"{growth.total_steps // int(aug['steps_per_epoch'])}); samples are upsampled")
 
     level0, alpha0 = growth.at(0)
     kid_start = probe.kid_of(generate(gan.G, probe.z_eval, level0, alpha0))[0]  # the source's, in transfer modes
@@ -165,20 +149,20 @@ def _run(ctx: StageContext) -> dict:
     trainer = GanTrainer(gan, reals, aug, seed=seed, epochs=epochs, growth=growth, policy=policy,
                          device=ctx.device, evaluate_fn=evaluate,
                          make_scheduler=lambda opt: transfer.build_scheduler(opt, mode, cfg["transfer"]))
-    records = fit(trainer, ctx.run, epochs, mode=mode, resume=ctx.resume, quiet=ctx.quiet)
-    return finish(ctx, trainer, probe, crops, records, report, kid_start, zoo_time, cls)
+    records = fit(trainer, ctx.run, epochs, mode=mode, resume=ctx.resume)
+    return finish(ctx, trainer, probe, crops, records, report, kid_start, cls)
 
 
-def quality_probe(cfg: dict, cls: str, quiet: bool) -> tuple[QualityProbe, dict]:
+def quality_probe(cfg: dict, cls: str, device: torch.device | str = "cpu") -> tuple[QualityProbe, dict]:
     """The attribute net (zoo) and the quality reference: up to ``reference_faces`` faces of
     class ``cls`` from the test split, which the GAN never sees. Returns (probe, net meta)."""
     aug, seed = cfg["augmenter"], int(cfg["seed"])
-    attr_net, attr_meta = load_attribute_net(cfg, quiet=quiet)
-    test = load_split(cfg["data"]["manifest"], "test", cfg["data"]["cache_dir"], quiet=quiet)
+    attr_net, attr_meta = load_attribute_net(cfg, device)
+    test = load_split(cfg["data"]["manifest"], "test", cfg["data"]["cache_dir"])
     ref_faces = class_faces(test, cls, int(aug["reference_faces"]))
     if len(ref_faces) < 2:
         raise DafslError(f"{test.label}: needs at least 2 '{cls}' faces as the quality reference")
-    reference = to_tensor(crop_annotations(test, ref_faces, int(aug["resolution"]), float(aug["crop_margin"])))
+    reference = to_tensor(crop_faces(test, ref_faces, int(aug["resolution"]), float(cfg["faces"]["margin"])))
     probe = QualityProbe(attr_net, reference, int(aug["latent_dim"]),
                          eval_samples=int(aug["eval_samples"]), final_samples=int(aug["final_samples"]),
                          subsets=int(aug["kid_subsets"]), subset_size=int(aug["kid_subset_size"]),
@@ -188,7 +172,7 @@ def quality_probe(cfg: dict, cls: str, quiet: bool) -> tuple[QualityProbe, dict]
 
 def finish(ctx: StageContext, trainer: GanTrainer, probe: QualityProbe, crops: DlackCrops,
            records: list[dict], report: transfer.TransferReport, kid_start: float,
-           zoo_time: dict, cls: str) -> dict:
+           cls: str) -> StageResult:
     """After training: final quality, the generated faces + manifest, grids, the EMA G,
     summary.json; returns the recorded stage outputs."""
     aug, mode, seed = ctx.cfg["augmenter"], ctx.mode, int(ctx.cfg["seed"])
@@ -210,28 +194,20 @@ def finish(ctx: StageContext, trainer: GanTrainer, probe: QualityProbe, crops: D
                      "level": level, "alpha": alpha, "mode": mode}, generator_path)
 
     last = records[-1]
-    ctx.run.update_summary("augmenter", {
-        "mode": mode, "dlack_class": cls, "real_faces": len(crops.images), "crops": crops.source,
+    figures = {
+        "dlack_class": cls, "real_faces": len(crops.images), "crops": crops.source,
         "detector_missed": crops.missed, "diffaug": ",".join(trainer.policy) or "off",
-        "epochs": trainer.epochs, "steps": trainer.step, "train_time_s": last["wall_clock_s"],
-        "wall_clock_s": last["wall_clock_s"], "final_loss_g": last["loss_g"], "final_loss_d": last["loss_d"],
+        "epochs": trainer.epochs, "steps": trainer.step,
+        "final_loss_g": last["loss_g"], "final_loss_d": last["loss_d"],
         "final_d_real": last["d_real"], "final_d_fake": last["d_fake"],
         **final, "kid_start": kid_start, "kid_real_crops": ceiling[0],
         "reference_faces": len(probe.ref_features),
         "trainable_params": report.trainable_params, "frozen_params": report.frozen_params,
-        "transfer": report.as_dict(), "zoo_build_time_s": sum(zoo_time.values()),
-        "zoo_build_time_by_entry_s": zoo_time, "generated": n_fill,
-        "final_resolution": 4 * 2 ** level, "final_alpha": alpha})
-    if not ctx.quiet:
-        print(f"[augmenter] {mode}: KID {final['kid']:.4f} +- {final['kid_std']:.4f}, precision "
-              f"{final['precision']:.3f}, recall {final['recall']:.3f} ({len(probe.ref_features)} "
-              f"held-out '{cls}' faces; the real crops score {ceiling[0]:.4f}); wrote {n_fill} "
-              f"faces to {out_dir / 'generated'}")
-    return write_outputs(ctx.run, "augmenter", {"generated_dir": out_dir / "generated",
-                                                "generated_manifest": manifest,
-                                                "generator": generator_path})
-
-
-def zoo_build_time(meta: dict) -> float:
-    """Seconds the zoo spent building an entry *in this call* (0 when it was cached)."""
-    return float(meta.get("build_time_s", 0.0)) if meta.get("built_now") else 0.0
+        "generated": n_fill, "final_resolution": 4 * 2 ** level, "final_alpha": alpha}
+    log.info(f"{mode}: KID {final['kid']:.4f} +- {final['kid_std']:.4f}, precision "
+             f"{final['precision']:.3f}, recall {final['recall']:.3f} ({len(probe.ref_features)} "
+             f"held-out '{cls}' faces; the real crops score {ceiling[0]:.4f}); wrote {n_fill} "
+             f"faces to {out_dir / 'generated'}")
+    return StageResult(figures, {"generated_dir": out_dir / "generated", "generated_manifest": manifest,
+                                 "generator": generator_path},
+                       train_time_s=float(last["wall_clock_s"]), transfer=report.as_dict())

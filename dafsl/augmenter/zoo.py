@@ -17,12 +17,14 @@ from pathlib import Path
 import torch
 
 from dafsl.augmenter import data, diffaug, loss, networks, trainer
-from dafsl.augmenter.data import class_faces, crop_annotations, denough_classes, to_tensor
+from dafsl import faces as face_crops
+from dafsl.augmenter.data import denough_classes, to_tensor
+from dafsl.faces import class_faces, crop_faces
 from dafsl.augmenter.diffaug import parse_policy
 from dafsl.augmenter.networks import build_gan
 from dafsl.augmenter.trainer import GanTrainer, growth_for
 from dafsl.data import load_split
-from dafsl.engine import fit
+from dafsl.engine import fit, torch_threads
 from dafsl.errors import DafslError
 from dafsl.runs import RunDir, save_checkpoint
 from dafsl.similarity import describe_split
@@ -37,12 +39,13 @@ def entry_key(cfg: dict) -> dict:
     aug = cfg["augmenter"]
     code = "".join(inspect.getsource(obj) for obj in (
         networks, diffaug, loss, trainer.Growth, trainer.GanTrainer, trainer.real_at,
-        trainer.update_ema, data.crop_face, data.crop_annotations, data.class_faces, data.to_tensor))
+        trainer.update_ema, face_crops.crop_face, face_crops.crop_faces, face_crops.class_faces, data.to_tensor))
     return {"data": {k: cfg["data"][k] for k in ("manifest", "imbalance_threshold")},
             "seed": cfg["seed"],
             "augmenter": {k: aug[k] for k in ("resolution", "channels", "latent_dim", "mbstd_group",
                                               "batch_size", "steps_per_epoch", "lr_g", "lr_d", "betas",
-                                              "ema_beta", "crop_margin", "source")},
+                                              "ema_beta", "source")},
+            "margin": cfg["faces"]["margin"],
             "code": hashlib.sha256(code.encode()).hexdigest()}
 
 
@@ -50,17 +53,17 @@ def _constant_lr(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.L
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 
 
-def build_source_gan(cfg: dict, out_dir: Path, quiet: bool) -> dict:
+def build_source_gan(cfg: dict, out_dir: Path, device: torch.device) -> dict:
     """Train the source GAN on the Denough faces; writes ``out_dir/checkpoint.pt``."""
     aug = cfg["augmenter"]
     src = {**aug, "stable_epochs": aug["source"]["stable_epochs"],
            "fade_epochs": aug["source"]["fade_epochs"], "eval_every": 0}
-    train = load_split(cfg["data"]["manifest"], "train", cfg["data"]["cache_dir"], quiet=quiet)
+    train = load_split(cfg["data"]["manifest"], "train", cfg["data"]["cache_dir"])
     faces = [f for cls in denough_classes(cfg, train) for f in class_faces(train, cls)]
     faces = faces[: int(aug["source"]["max_faces"])] if int(aug["source"]["max_faces"]) > 0 else faces
     if len(faces) < 2:
         raise DafslError(f"{train.label}: the source GAN needs at least 2 Denough faces, got {len(faces)}")
-    reals = to_tensor(crop_annotations(train, faces, int(aug["resolution"]), float(aug["crop_margin"])))
+    reals = to_tensor(crop_faces(train, faces, int(aug["resolution"]), float(cfg["faces"]["margin"])))
     torch.manual_seed(int(cfg["seed"]))
     gan = build_gan(aug)
     epochs = int(aug["source"]["epochs"])
@@ -72,10 +75,11 @@ def build_source_gan(cfg: dict, out_dir: Path, quiet: bool) -> dict:
     gan_trainer = GanTrainer(gan, reals, src, seed=int(cfg["seed"]), epochs=epochs,
                          growth=growth,
                          policy=parse_policy(str(aug["source"]["diffaug"])),
-                         device=torch.device("cpu"), make_scheduler=_constant_lr,
+                         device=device, make_scheduler=_constant_lr,
                          stage="augmenter-source")
     log_run = RunDir(out_dir / "train")
-    records = fit(gan_trainer, log_run, epochs, mode="vanilla", quiet=quiet)
+    with torch_threads(int(aug["num_threads"])):
+        records = fit(gan_trainer, log_run, epochs, mode="vanilla")
     log_run.checkpoint_path("augmenter-source").unlink(missing_ok=True)
     state = {f"G.{k}": v for k, v in gan_trainer.g_ema.state_dict().items()}
     state.update({f"D.{k}": v for k, v in gan.D.state_dict().items()})

@@ -5,11 +5,8 @@ Every face, real or generated, passes through the same resolution ``crop_size`` 
 GAN's output resolution) before being resized to the network's ``input_size``: if real
 crops kept more detail than generated ones, "sharp" would be a shortcut for "male".
 
-Crop source (``classifier.crops``): ``gt`` uses the annotated boxes; ``detector`` runs
-the BDRP detector and takes, for every annotated face, the detection that matches it
-(IoU >= 0.5, best score first); a face the detector misses keeps its annotated box, so
-the Dlack class loses none of its few real faces and every run scores the same faces
-(the augmenter follows the same rule for the faces its GAN learns from).
+Crop source, framing and the detection-to-face matching rule are :mod:`dafsl.faces`'s,
+shared with the augmenter and the end-to-end evaluation.
 """
 from __future__ import annotations
 
@@ -26,7 +23,7 @@ import torch.nn.functional as F
 
 from dafsl.data import Split, read_image
 from dafsl.errors import DafslError
-from dafsl.evaluate import iou_matrix
+from dafsl.faces import class_faces, crop_faces, face_boxes
 from dafsl.classifier.model import IMAGENET_MEAN, IMAGENET_STD
 
 AUGMENTATIONS = ("none", "classic", "gan", "gan+classic")
@@ -55,75 +52,40 @@ class FaceSet:
                        np.concatenate([p.synthetic for p in parts]))
 
 
-def crop_face(image: np.ndarray, bbox_xywh: Sequence[float], size: int, margin: float) -> np.ndarray:
-    """Square (size, size, 3) crop of the xywh box, framed exactly as the augmenter frames
-    the faces its GAN learns from (:func:`dafsl.augmenter.data.crop_face`: side = longer
-    box side × (1 + margin), edge-replicated outside the scene, area downscaling), so
-    real and generated faces differ in content, not in framing."""
-    from dafsl.augmenter.data import crop_face as augmenter_crop_face
-
-    x, y, w, h = (float(v) for v in bbox_xywh)
-    return augmenter_crop_face(image, np.array([x, y, x + w, y + h], dtype=np.float32), size, margin)
-
-
-def match_faces(gt_boxes: np.ndarray, det_boxes: np.ndarray, det_scores: np.ndarray,
-                iou_threshold: float = 0.5) -> np.ndarray:
-    """For each GT box (G, 4 xywh) the index of its matching detection (D, 4 xywh), or -1.
-
-    Greedy by descending detection score; each detection matches at most one face (the
-    free one it overlaps most, IoU >= threshold), the VOC convention.
-    """
-    match = np.full(len(gt_boxes), -1, dtype=np.int64)
-    if len(gt_boxes) == 0 or len(det_boxes) == 0:
-        return match
-    iou = iou_matrix(det_boxes, gt_boxes)
-    for d in np.argsort(-np.asarray(det_scores), kind="stable"):
-        free = np.where(match < 0, iou[d], -1.0)
-        g = int(free.argmax())
-        if free[g] >= iou_threshold:
-            match[g] = d
-    return match
+def crop_size_of(cfg: dict) -> int:
+    """The classifier's crop size: ``classifier.crop_size``, which must equal the GAN's
+    resolution (``augmenter.resolution``); null follows it. Real and generated faces pass
+    through the same resolution, so sharpness cannot tell them apart."""
+    gan = int(cfg["augmenter"]["resolution"])
+    size = cfg["classifier"]["crop_size"]
+    if size is None:
+        return gan
+    if int(size) != gan:
+        raise DafslError(f"classifier.crop_size: {size} differs from augmenter.resolution {gan}; "
+                         f"real and generated faces must pass through the same resolution "
+                         f"(set it to null to follow the GAN)")
+    return int(size)
 
 
-def xyxy_to_xywh(boxes: np.ndarray) -> np.ndarray:
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
-
-
-def split_faces(split: Split, classes: Sequence[str], size: int, margin: float,
-                detections: dict[int, dict] | None = None, score_threshold: float = 0.5
-                ) -> tuple[FaceSet, dict]:
-    """Crop every annotated face of ``split``.
+def split_faces(split: Split, classes: Sequence[str], size: int, faces_cfg: dict,
+                detections: dict[int, dict] | None = None) -> tuple[FaceSet, dict]:
+    """Crop every annotated face of ``split`` (:mod:`dafsl.faces`).
 
     ``detections`` {image_id: {"boxes": (N, 4) xyxy, "scores": (N,)}} switches the box of
-    each face to its matching detection with score >= ``score_threshold``. Returns the
-    faces and {"faces", "from_detector", "from_gt"} counts.
+    each face to its matching detection (``faces.score_threshold``, ``faces.match_iou``).
+    Returns the faces and {"faces", "from_detector", "from_gt"} counts.
     """
-    images, labels = [], []
-    from_det = 0
-    index = {c: i for i, c in enumerate(classes)}
-    for image_id in split.image_ids:
-        anns = split.annotations(image_id)
-        if not anns:
-            continue
-        img = split.load_image(image_id)
-        boxes = np.array([a["bbox"] for a in anns], dtype=np.float64)
-        if detections is not None:
-            det = detections.get(image_id, {"boxes": np.zeros((0, 4)), "scores": np.zeros(0)})
-            keep = np.asarray(det["scores"]) >= score_threshold
-            det_xywh = xyxy_to_xywh(np.asarray(det["boxes"])[keep])
-            match = match_faces(boxes, det_xywh, np.asarray(det["scores"])[keep])
-            boxes = np.where(match[:, None] >= 0, det_xywh[np.maximum(match, 0)] if len(det_xywh)
-                             else boxes, boxes)
-            from_det += int((match >= 0).sum())
-        for ann, box in zip(anns, boxes):
-            images.append(crop_face(img, box, size, margin))
-            labels.append(index[split.class_of(ann)])
-    n = len(labels)
-    if n == 0:
+    faces = class_faces(split, None)
+    if not faces:
         raise DafslError(f"{split.label}: no annotated faces to crop")
-    faces = FaceSet(np.stack(images), np.asarray(labels, dtype=np.int64), np.zeros(n, dtype=bool))
-    return faces, {"faces": n, "from_detector": from_det, "from_gt": n - from_det}
+    boxes = face_boxes(faces, detections, float(faces_cfg["score_threshold"]),
+                       float(faces_cfg["match_iou"]))
+    images = crop_faces(split, faces, size, float(faces_cfg["margin"]), boxes.boxes)
+    index = {c: i for i, c in enumerate(classes)}
+    labels = np.asarray([index[split.class_of(ann)] for _, ann in faces], dtype=np.int64)
+    n = len(labels)
+    out = FaceSet(images, labels, np.zeros(n, dtype=bool))
+    return out, {"faces": n, "from_detector": boxes.from_detector, "from_gt": n - boxes.from_detector}
 
 
 def generated_faces(manifest_path: Path, folder: Path, classes: Sequence[str], size: int,

@@ -7,14 +7,11 @@ per-class scores; ``dafsl.evaluate.evaluate_detections`` then gives per-class 11
 AP@0.5 (seed 001, eq. 2) against the gender-labelled ground truth, and their mean
 ``system_map50``: the one number for the whole system.
 
-Detections of a split are cached under ``<cache>/detections/``, keyed by the detector
-checkpoint's bytes and the split's images, so ablation runs that reuse a detector
-(``--from``) do not detect again.
+Detections come from :func:`dafsl.faces.split_detections` (cached, shared with the
+crops), so ablation runs that reuse a detector (``--from``) do not detect again.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -22,55 +19,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from dafsl.classifier.data import crop_face, to_input, xyxy_to_xywh
-from dafsl.data import Split, cache_root
+from dafsl.classifier.data import to_input
+from dafsl.data import Split
 from dafsl.evaluate import evaluate_detections, write_report
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
-
-
-def split_detections(detector: nn.Module, checkpoint: Path, split: Split, device: torch.device,
-                     score_threshold: float, cache_dir: str | None, quiet: bool = True,
-                     chunk: int = 64) -> dict[int, dict]:
-    """{image_id: {"boxes": (N, 4) float32 xyxy, "scores": (N,) float32}} for every image of
-    ``split`` with score >= ``score_threshold``; read from the cache when present."""
-    from dafsl.detector.predict import detect
-    from dafsl.runs import atomic_write_bytes
-
-    images_key = hashlib.sha1(json.dumps(split.coco["images"], sort_keys=True).encode()).hexdigest()[:12]
-    name = f"{split.label.replace('/', '-')}-{images_key}-{_file_digest(checkpoint)}-{score_threshold:g}.npz"
-    path = cache_root(cache_dir) / "detections" / name
-    if path.is_file():
-        with np.load(path) as data:
-            ids, counts = data["image_ids"], data["counts"]
-            boxes, scores = np.split(data["boxes"], np.cumsum(counts)[:-1]), np.split(data["scores"], np.cumsum(counts)[:-1])
-        return {int(i): {"boxes": b, "scores": s} for i, b, s in zip(ids, boxes, scores)}
-    ids = split.image_ids
-    out: dict[int, dict] = {}
-    from tqdm.auto import tqdm
-
-    for start in tqdm(range(0, len(ids), chunk), desc=f"detect {split.label}", disable=quiet, leave=False):
-        batch_ids = ids[start:start + chunk]
-        preds = detect(detector, [split.load_image(i) for i in batch_ids], device,
-                       score_threshold=score_threshold)
-        for i, p in zip(batch_ids, preds):
-            out[int(i)] = {"boxes": np.asarray(p["boxes"], dtype=np.float32).reshape(-1, 4),
-                           "scores": np.asarray(p["scores"], dtype=np.float32).reshape(-1)}
-    import io
-
-    buf = io.BytesIO()
-    np.savez(buf, image_ids=np.asarray(list(out), dtype=np.int64),
-             counts=np.asarray([len(v["scores"]) for v in out.values()], dtype=np.int64),
-             boxes=np.concatenate([v["boxes"] for v in out.values()]).reshape(-1, 4),
-             scores=np.concatenate([v["scores"] for v in out.values()]))
-    atomic_write_bytes(path, buf.getvalue())
-    return out
+from dafsl.faces import crop_face, xyxy_to_xywh
 
 
 def gender_ground_truth(split: Split, classes: Sequence[str]) -> dict:
@@ -96,9 +48,9 @@ def classify_detections(model: nn.Module, split: Split, detections: dict[int, di
         if not keep.any():
             continue
         img = split.load_image(image_id)
-        for box, score in zip(xyxy_to_xywh(det["boxes"][keep]), det["scores"][keep]):
+        for box, score in zip(det["boxes"][keep], det["scores"][keep]):
             crops.append(crop_face(img, box, crop_size, margin))
-            meta.append((image_id, [float(v) for v in box], float(score)))
+            meta.append((image_id, [float(v) for v in xyxy_to_xywh(box)[0]], float(score)))
     if not crops:
         return []
     model.eval()

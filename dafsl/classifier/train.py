@@ -11,7 +11,6 @@ end-to-end two-class detection score (:mod:`dafsl.classifier.system_eval`).
 """
 from __future__ import annotations
 
-import copy
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import torch
 from dafsl import engine, transfer
 from dafsl.classifier import system_eval
 from dafsl.classifier.data import (AUGMENTATIONS, IMBALANCE, FaceSet, classic_augmentation,
-                                   generated_faces, split_faces)
+                                   crop_size_of, generated_faces, split_faces)
 from dafsl.classifier.distill import DISTILLERS, TeacherEnsemble, build_distiller
 from dafsl.classifier.metrics import classification_metrics, plot_confusion
 from dafsl.classifier.model import (backbone_prefixes, build_classifier, frozen_modules,
@@ -29,41 +28,32 @@ from dafsl.classifier.model import (backbone_prefixes, build_classifier, frozen_
 from dafsl.classifier.trainer import ClassifierTrainer, predict_probs
 from dafsl.data import load_split
 from dafsl.errors import DafslError
-from dafsl.pipeline import write_outputs
-from dafsl.runs import load_checkpoint
+from dafsl.faces import crop_source, split_detections
+from dafsl.log import get_logger
+from dafsl.runs import load_checkpoint, seed_everything
+from dafsl.stages import StageResult
 
 STAGE = "classifier"
-CROP_SOURCES = ("auto", "detector", "gt")
+log = get_logger(STAGE)
 
 
 def check_config(c: dict) -> None:
     """One-line errors for values the YAML types cannot catch."""
     for key, allowed in (("augmentation", AUGMENTATIONS), ("imbalance", IMBALANCE),
-                         ("crops", CROP_SOURCES), ("distill", tuple(DISTILLERS))):
+                         ("distill", tuple(DISTILLERS))):
         if c[key] not in allowed:
             raise DafslError(f"classifier.{key}: expected one of {', '.join(allowed)}, got {c[key]!r}")
-    for key in ("epochs", "batch_size", "crop_size", "input_size"):
-        if int(c[key]) < 1:
-            raise DafslError(f"classifier.{key} must be >= 1, got {c[key]}")
-
-
-def _log(ctx, msg: str) -> None:
-    if not ctx.quiet:
-        print(f"[{STAGE}] {msg}")
 
 
 def find_detector(ctx) -> Path | None:
     """This run's (or ``--from``'s) detector checkpoint, or None when there is none."""
-    try:
-        return Path(ctx.stage_output("detector")["checkpoint"])
-    except DafslError:
-        return None
+    path = ctx.optional_output("detector", "checkpoint")
+    return None if path is None else Path(path)
 
 
 def source_state(ctx, detector_path: Path | None) -> tuple[dict, dict]:
     """The pretrained weights for fixed/finetune/pretrained (``classifier.source``) and
-    {"source": ..., "zoo_build_time_s": ...} for the summary (zoo build time is never
-    training time)."""
+    {"source": ...} for the summary."""
     from dafsl.detector.model import backbone_state
 
     c = ctx.cfg[STAGE]
@@ -73,34 +63,32 @@ def source_state(ctx, detector_path: Path | None) -> tuple[dict, dict]:
             raise DafslError("classifier.source detector: no detector outputs; run the detector "
                              "stage first, pass --from RUN_DIR, or set classifier.source")
         return backbone_state(load_checkpoint(detector_path)), {"source": f"detector:{detector_path}"}
-    cfg = copy.deepcopy(ctx.cfg)
-    cfg["transfer"]["source"] = src  # "zoo", "imagenet" or a path, resolved the shared way
+    # "zoo", "imagenet" or a path, resolved the shared way (the config itself is not changed)
+    cfg = {**ctx.cfg, "transfer": {**ctx.cfg["transfer"], "source": src}}
     if src == "imagenet":
         # torchvision's and timm's ResNets share parameter names: either cache will do
         try:
-            state, meta = transfer.resolve_source(cfg, c["zoo_entry"], ctx.quiet, arch=c["backbone"])
+            state, meta = transfer.resolve_source(cfg, c["zoo_entry"], arch=c["backbone"])
         except DafslError as tv_err:
             try:
-                state, meta = transfer.resolve_source(cfg, c["zoo_entry"], ctx.quiet,
-                                                      arch=f"timm/{c['backbone']}")
+                state, meta = transfer.resolve_source(cfg, c["zoo_entry"], arch=f"timm/{c['backbone']}")
             except DafslError:
                 raise tv_err from None
     else:
-        state, meta = transfer.resolve_source(cfg, c["zoo_entry"], quiet=ctx.quiet)
+        state, meta = transfer.resolve_source(cfg, c["zoo_entry"])
     if not any(k.startswith(("conv1.", "layer1.")) for k in state):
         state = backbone_state(state)  # a detector checkpoint (zoo entry or path)
-    return state, {"source": meta.get("source", src),
-                   "zoo_build_time_s": float(meta.get("build_time_s", 0.0)) if meta.get("built_now") else 0.0}
+    return state, {"source": meta.get("source", src)}
 
 
-def build_model(ctx, backbone: str, mode: str, detector_path: Path | None, log):
+def build_model(ctx, backbone: str, mode: str, detector_path: Path | None):
     """A classifier with ``mode`` applied; returns (model, TransferReport, source info)."""
     model = build_classifier(backbone, len(ctx.split_info["counts"]))
     state, info = (None, {"source": None}) if mode == "vanilla" else source_state(ctx, detector_path)
     report = transfer.apply_mode(model, mode, source_state=state,
                                  frozen=frozen_modules(model, mode, int(ctx.cfg["transfer"]["freeze_at"])),
                                  required=backbone_prefixes(model) if state is not None else (),
-                                 lr_factor=float(ctx.cfg["transfer"]["lr_factor"]), log=log)
+                                 lr_factor=float(ctx.cfg["transfer"]["lr_factor"]), log=log.info)
     return model.to(ctx.device), report, info
 
 
@@ -114,48 +102,35 @@ def training_faces(ctx, train: FaceSet, classes: list[str], positive: str) -> tu
     counts = train.counts(len(classes))
     want = c["generated_count"]
     want = int(counts.max() - counts[classes.index(positive)]) if want is None else int(want)
-    gen = generated_faces(out["generated_manifest"], out["generated_dir"], classes, int(c["crop_size"]), limit=max(want, 1))
+    gen = generated_faces(out["generated_manifest"], out["generated_dir"], classes,
+                          crop_size_of(ctx.cfg), limit=max(want, 1))
     if len(gen) < want:
-        _log(ctx, f"the augmenter made {len(gen)} faces, fewer than the {want} that would "
+        log.info(f"the augmenter made {len(gen)} faces, fewer than the {want} that would "
                   f"balance the classes; using all of them")
     return FaceSet.concat([train, gen]), {"generated_used": len(gen)}
 
 
 def stage_faces(ctx, classes: list[str], detector_path: Path | None):
-    """Crops of every annotated face of train/val/test (``classifier.crops``).
+    """Crops of every annotated face of train/val/test (:mod:`dafsl.faces`).
 
-    Returns (crop source, detector or None, splits, detections {split: ...} (the test
-    split's always when there is a detector, for the system evaluation), faces
-    {split: FaceSet}, crop statistics {split: ...}).
+    Returns (crop source, splits, detections {split: ...} (the test split's always when
+    there is a detector, for the system evaluation), faces {split: FaceSet}, crop
+    statistics {split: ...}).
     """
-    c, data_cfg = ctx.cfg[STAGE], ctx.cfg["data"]
-    crops = c["crops"]
-    if crops == "auto":
-        crops = "detector" if detector_path is not None else "gt"
-        if detector_path is None:
-            _log(ctx, "no detector outputs (run the detector or pass --from): cropping annotated boxes")
-    if crops == "detector" and detector_path is None:
-        raise DafslError("classifier.crops detector: no detector outputs; run the detector stage "
-                         "first or pass --from RUN_DIR")
-    detector = None
-    if detector_path is not None and (crops == "detector" or c["system_eval"]):
-        from dafsl.detector.model import load_detector
-
-        detector = load_detector(detector_path, ctx.device)
-    splits = {s: load_split(data_cfg["manifest"], s, data_cfg["cache_dir"], quiet=ctx.quiet)
+    c, fcfg, data_cfg = ctx.cfg[STAGE], ctx.cfg["faces"], ctx.cfg["data"]
+    crops = crop_source(fcfg["crops"], detector_path is not None, STAGE)
+    splits = {s: load_split(data_cfg["manifest"], s, data_cfg["cache_dir"])
               for s in ("train", "val", "test")}
-    # one detection pass serves both the crops and the system evaluation's low-score boxes
-    threshold = min(float(c["crop_score_threshold"]), float(c["system_score_threshold"]))
-    detections = {s: system_eval.split_detections(detector, detector_path, sp, ctx.device,
-                                                   threshold, data_cfg["cache_dir"], ctx.quiet)
+    # one cached detection pass per split serves the crops, the augmenter and the system evaluation
+    detections = {s: split_detections(detector_path, sp, ctx.device, data_cfg["cache_dir"])
                   for s, sp in splits.items()
-                  if detector is not None and (crops == "detector" or s == "test")}
+                  if detector_path is not None and (crops == "detector" or (s == "test" and c["system_eval"]))}
     faces, stats = {}, {}
     for s, sp in splits.items():
         faces[s], stats[s] = split_faces(
-            sp, classes, int(c["crop_size"]), float(c["crop_margin"]),
-            detections.get(s) if crops == "detector" else None, float(c["crop_score_threshold"]))
-    return crops, detector, splits, detections, faces, stats
+            sp, classes, crop_size_of(ctx.cfg), fcfg,
+            detections.get(s) if crops == "detector" else None)
+    return crops, splits, detections, faces, stats
 
 
 def shortcut_check(model, train_set: FaceSet, positive_idx: int, positive: str,
@@ -176,35 +151,30 @@ def shortcut_check(model, train_set: FaceSet, positive_idx: int, positive: str,
     return {f"train_recall_{positive}_real": recall[0], f"train_recall_{positive}_generated": recall[1]}
 
 
-def run(ctx) -> dict:
-    """Train and score the classifier in ``ctx.mode``; returns the stage's outputs."""
-    with engine.torch_threads(int(ctx.cfg[STAGE]["num_threads"])):
-        return _run(ctx)
-
-
-def _run(ctx) -> dict:
+def run(ctx) -> StageResult:
+    """Train and score the classifier in ``ctx.mode``."""
     c = ctx.cfg[STAGE]
     check_config(c)
-    t_start = time.perf_counter()
     classes = list(ctx.split_info["counts"])
     positive = (ctx.split_info["dlack"] or classes[-1:])[0]
     seed = int(ctx.cfg["seed"])
     stage_dir = ctx.run.stage_dir(STAGE)
-    log = (lambda msg: None) if ctx.quiet else (lambda msg: print(f"[{STAGE}] {msg}"))
+    size = crop_size_of(ctx.cfg)
 
     # -- crops -----------------------------------------------------------------
     t0 = time.perf_counter()
     detector_path = find_detector(ctx)
-    crops, detector, splits, detections, faces, crop_stats = stage_faces(ctx, classes, detector_path)
+    crops, splits, detections, faces, crop_stats = stage_faces(ctx, classes, detector_path)
     train_set, gen_info = training_faces(ctx, faces["train"], classes, positive)
     crop_time = time.perf_counter() - t0
     counts = train_set.counts(len(classes))
-    _log(ctx, f"crops from {crops}: train {dict(zip(classes, counts.tolist()))} "
-              f"({gen_info['generated_used']} generated), val {len(faces['val'])}, "
-              f"test {len(faces['test'])} faces ({crop_time:.1f}s)")
+    log.info(f"crops from {crops}: train {dict(zip(classes, counts.tolist()))} "
+             f"({gen_info['generated_used']} generated), val {len(faces['val'])}, "
+             f"test {len(faces['test'])} faces ({crop_time:.1f}s)")
 
     # -- model, teacher, method ------------------------------------------------
-    model, report, src_info = build_model(ctx, c["backbone"], ctx.mode, detector_path, log)
+    seed_everything(seed)  # the same initialisation whatever the crops above cost in random numbers
+    model, report, src_info = build_model(ctx, c["backbone"], ctx.mode, detector_path)
     class_weight = None
     if c["imbalance"] == "weighted_loss":
         # inverse frequency, normalised so a balanced set gets weight 1 per class
@@ -224,16 +194,16 @@ def _run(ctx) -> dict:
 
     teacher, teacher_info = None, {}
     if DISTILLERS[c["distill"]].needs_teacher:
-        teacher, teacher_info = build_teacher(ctx, make_trainer, detector_path, log)
+        teacher, teacher_info = build_teacher(ctx, make_trainer, detector_path)
     trainer = make_trainer(STAGE, model, ctx.mode, c["distill"], teacher, c["distill_params"].get(c["distill"]))
 
     # -- train -----------------------------------------------------------------
     records = engine.fit(trainer, ctx.run, int(c["epochs"]), mode=ctx.mode, resume=ctx.resume,
-                         quiet=ctx.quiet, extra={"augmentation": c["augmentation"],
+                         extra={"augmentation": c["augmentation"],
                                                  "imbalance": c["imbalance"], "distill": c["distill"]})
     final_ckpt = stage_dir / "classifier_final.pt"
     save_classifier(model, final_ckpt, backbone=c["backbone"], classes=classes,
-                    input_size=int(c["input_size"]), crop_size=int(c["crop_size"]))
+                    input_size=int(c["input_size"]), crop_size=size)
 
     # -- score -----------------------------------------------------------------
     t0 = time.perf_counter()
@@ -246,39 +216,37 @@ def _run(ctx) -> dict:
                               int(c["input_size"]))
     eval_time = time.perf_counter() - t0
     system, system_time = {}, 0.0
-    if c["system_eval"] and detector is not None:
+    if c["system_eval"] and detector_path is not None:
         t0 = time.perf_counter()
         system = system_eval.evaluate_system(
             model, splits["test"], detections["test"], classes, stage_dir / "system_eval",
-            crop_size=int(c["crop_size"]), margin=float(c["crop_margin"]),
+            crop_size=size, margin=float(ctx.cfg["faces"]["margin"]),
             input_size=int(c["input_size"]), score_threshold=float(c["system_score_threshold"]))
         system_time = time.perf_counter() - t0
     elif c["system_eval"]:
-        _log(ctx, "no detector: end-to-end system evaluation skipped")
+        log.info("no detector: end-to-end system evaluation skipped")
 
-    summary = {"mode": ctx.mode, **report.as_dict(), **src_info, **teacher_info,
-               "backbone": c["backbone"], "crops": crops, "augmentation": c["augmentation"],
-               "imbalance": c["imbalance"], "distill": c["distill"],
+    report_d = report.as_dict()
+    figures = {"trainable_params": report_d["trainable_params"], "frozen_params": report_d["frozen_params"],
+               **src_info, **teacher_info,
+               "backbone": c["backbone"], "crops": crops, "crop_size": size,
+               "augmentation": c["augmentation"], "imbalance": c["imbalance"], "distill": c["distill"],
                "train_counts": dict(zip(classes, counts.tolist())), **gen_info,
                "crop_stats": crop_stats, "epochs": len(records),
-               "train_time_s": float(records[-1]["wall_clock_s"]) if records else 0.0,
                "crop_time_s": crop_time, "test_eval_time_s": eval_time,
                "system_eval_time_s": system_time,
-               "stage_time_s": time.perf_counter() - t_start,
-               "peak_rss_mb": engine.peak_rss_mb(),
                **{f"test_{k}": v for k, v in test.items()}, **shortcut, **system}
-    summary.setdefault("zoo_build_time_s", 0.0)
-    ctx.run.update_summary(STAGE, summary)
-    _log(ctx, f"test: balanced accuracy {test['balanced_accuracy']:.3f}, {positive} recall "
-              f"{test[f'recall_{positive}']:.3f}, ROC-AUC {test['roc_auc'] or float('nan'):.3f}"
-              + (f"; system mAP@0.5 {system['system_map50']:.3f}" if system else ""))
+    log.info(f"test: balanced accuracy {test['balanced_accuracy']:.3f}, {positive} recall "
+             f"{test[f'recall_{positive}']:.3f}, ROC-AUC {test['roc_auc'] or float('nan'):.3f}"
+             + (f"; system mAP@0.5 {system['system_map50']:.3f}" if system else ""))
     outputs = {"checkpoint": final_ckpt, "confusion_png": confusion_png}
     if system:
         outputs["system_report"] = stage_dir / "system_eval" / "report.md"
-    return write_outputs(ctx.run, STAGE, outputs)
+    return StageResult(figures, outputs, transfer=report_d,
+                       train_time_s=float(records[-1]["wall_clock_s"]) if records else 0.0)
 
 
-def build_teacher(ctx, make_trainer, detector_path: Path | None, log):
+def build_teacher(ctx, make_trainer, detector_path: Path | None):
     """The distillation teacher: the checkpoint(s) in ``classifier.teacher.checkpoints``
     (several = an ensemble with averaged logits), else a ``teacher.backbone`` classifier
     trained first on the same data (stage ``classifier_teacher`` in metrics.jsonl)."""
@@ -294,13 +262,12 @@ def build_teacher(ctx, make_trainer, detector_path: Path | None, log):
             members.append(member)
         teacher = members[0] if len(members) == 1 else TeacherEnsemble(members)
         return teacher, {"teacher": [str(p) for p in t["checkpoints"]]}
-    teacher, report, _ = build_model(ctx, t["backbone"], t["mode"], detector_path, log)
+    teacher, report, _ = build_model(ctx, t["backbone"], t["mode"], detector_path)
     trainer = make_trainer(f"{STAGE}_teacher", teacher, t["mode"], "none")
-    records = engine.fit(trainer, ctx.run, int(t["epochs"]), mode=t["mode"], resume=ctx.resume,
-                         quiet=ctx.quiet)
+    records = engine.fit(trainer, ctx.run, int(t["epochs"]), mode=t["mode"], resume=ctx.resume)
     path = ctx.run.stage_dir(STAGE) / "teacher_final.pt"
     save_classifier(teacher, path, backbone=t["backbone"], classes=list(ctx.split_info["counts"]),
-                    input_size=int(c["input_size"]), crop_size=int(c["crop_size"]))
+                    input_size=int(c["input_size"]), crop_size=crop_size_of(ctx.cfg))
     last = records[-1] if records else {}
     return teacher, {"teacher": str(path), "teacher_backbone": t["backbone"],
                      "teacher_train_time_s": float(last.get("wall_clock_s", 0.0)),

@@ -13,16 +13,19 @@ from dafsl.detector.data import load_scenes
 from dafsl.detector.model import BODY, as_detector_state, build_detector, freeze_names
 from dafsl.detector.predict import score_split
 from dafsl.detector.trainer import DetectorTrainer
-from dafsl.engine import fit, peak_rss_mb, torch_threads
+from dafsl.engine import fit
 from dafsl.evaluate import write_report
+from dafsl.log import get_logger
 from dafsl.manifest import load_manifest
 from dafsl.runs import save_checkpoint, seed_everything
+from dafsl.stages import StageContext, StageResult
 from dafsl.transfer import apply_mode, resolve_source
 
 ZOO_ENTRY = "detector-shapes"
+log = get_logger("detector")
 
 
-def build_for_mode(cfg: dict, mode: str, quiet: bool = False, log=print):
+def build_for_mode(cfg: dict, mode: str):
     """The detector for ``mode``, weights loaded and frozen per :mod:`dafsl.transfer`.
 
     Returns ``(model, TransferReport, source meta)``. ``fixed``/``finetune`` take only the
@@ -31,47 +34,36 @@ def build_for_mode(cfg: dict, mode: str, quiet: bool = False, log=print):
     listed as skipped). The ResNet body is required to transfer in every mode.
     """
     det = cfg["detector"]
-    source, meta = None, {"source": None, "build_time_s": 0.0, "built_now": False}
+    source, meta = None, {"source": None}
     if mode != "vanilla":
-        source, meta = resolve_source(cfg, ZOO_ENTRY, quiet=quiet, arch=str(det["backbone"]))
+        source, meta = resolve_source(cfg, ZOO_ENTRY, arch=str(det["backbone"]))
         source = as_detector_state(source)
-    torch.manual_seed(int(cfg["seed"]))  # same init in every mode, built zoo or cached
+    torch.manual_seed(int(cfg["seed"]))  # same init in every mode
     model = build_detector(det)
     tcfg = cfg["transfer"]
     report = apply_mode(model, mode, source_state=source,
                         frozen=freeze_names(mode, int(tcfg["freeze_at"])), required=[BODY],
                         lr_factor=float(tcfg["lr_factor"]),
-                        load_only=[BODY] if mode in ("fixed", "finetune") else None, log=log)
+                        load_only=[BODY] if mode in ("fixed", "finetune") else None, log=log.info)
     return model, report, meta
 
 
-def run(ctx) -> dict:
-    with torch_threads(int(ctx.cfg["detector"]["num_threads"])):
-        return _run(ctx)
-
-
-def _run(ctx) -> dict:
+def run(ctx: StageContext) -> StageResult:
     cfg, det, mode = ctx.cfg, ctx.cfg["detector"], ctx.mode
-    say = (lambda *a: None) if ctx.quiet else print
     manifest = load_manifest(cfg["data"]["manifest"])
     cache = cfg["data"]["cache_dir"]
-    train, val, test = (load_split(manifest, s, cache, quiet=ctx.quiet)
-                        for s in ("train", "val", "test"))
+    train, val, test = (load_split(manifest, s, cache) for s in ("train", "val", "test"))
     dlack = set(ctx.split_info["dlack"])
     scenes, left_out = load_scenes(train, exclude_classes=dlack)
-    say(f"[detector] {train.label}: training on {len(scenes)} Denough scenes; left out "
-        f"{left_out} scene(s) holding a Dlack-class face ({', '.join(sorted(dlack)) or 'none'})")
+    log.info(f"{train.label}: training on {len(scenes)} Denough scenes; left out {left_out} "
+             f"scene(s) holding a Dlack-class face ({', '.join(sorted(dlack)) or 'none'})")
 
-    model, report, meta = build_for_mode(cfg, mode, quiet=ctx.quiet, log=say)
-    zoo_time = float(meta.get("build_time_s", 0.0)) if meta.get("built_now") else 0.0
-    # A zoo build in this process consumed random numbers; training must not depend on
-    # whether the source was cached.
-    seed_everything(int(cfg["seed"]))
+    model, report, meta = build_for_mode(cfg, mode)
+    seed_everything(int(cfg["seed"]))  # training draws the same numbers in every mode
     trainer = DetectorTrainer(model, scenes, det_cfg=det, mode=mode, transfer_cfg=cfg["transfer"],
                               seed=int(cfg["seed"]), device=ctx.device,
                               epochs=int(det["epochs"]), val=val)
-    records = fit(trainer, ctx.run, int(det["epochs"]), mode=mode, resume=ctx.resume,
-                  quiet=ctx.quiet, extra={"zoo_build_time_s": zoo_time} if zoo_time else None)
+    records = fit(trainer, ctx.run, int(det["epochs"]), mode=mode, resume=ctx.resume)
 
     result = score_split(model, test, ctx.device, int(det["eval_batch_size"]))
     out_dir = ctx.run.stage_dir("detector")
@@ -80,22 +72,16 @@ def _run(ctx) -> dict:
     save_checkpoint({"model": model.state_dict(), "detector_cfg": dict(det), "num_classes": 1,
                      "mode": mode}, path)
     last = records[-1] if records else {}
-    summary = {
-        "mode": mode, "test_map50": result["map50"], "test_ap50_coco": result["ap50_coco"],
+    figures = {
+        "test_map50": result["map50"], "test_ap50_coco": result["ap50_coco"],
         "val_map50": last.get("map50"), "val_ap50_coco": last.get("ap50_coco"),
-        "epochs": int(det["epochs"]), "train_time_s": last.get("wall_clock_s"),
+        "epochs": int(det["epochs"]),
         "trainable_params": report.trainable_params, "frozen_params": report.frozen_params,
         "trainable_modules": report.trainable_modules, "frozen_modules": report.frozen_modules,
-        "zoo_build_time_s": zoo_time, "source": meta.get("source"),
-        "source_dataset": meta.get("source_dataset"), "train_scenes": len(scenes),
-        "dlack_scenes_left_out": left_out, "peak_rss_mb": peak_rss_mb(),
-        "transfer": {k: v for k, v in report.as_dict().items()
-                     if k in ("mode", "skipped", "n_loaded", "lr_factor")},
+        "source": meta.get("source"), "source_dataset": meta.get("source_dataset"),
+        "train_scenes": len(scenes), "dlack_scenes_left_out": left_out,
     }
-    ctx.run.update_summary("detector", summary)
-    say(f"[detector] {mode}: test mAP@0.5 {result['map50']:.4f} (COCO AP50 "
-        f"{result['ap50_coco']:.4f}), training {summary['train_time_s'] or 0:.0f}s"
-        + (f", zoo build {zoo_time:.0f}s (not counted)" if zoo_time else ""))
-    from dafsl.pipeline import write_outputs
-
-    return write_outputs(ctx.run, "detector", {"checkpoint": path})
+    log.info(f"{mode}: test mAP@0.5 {result['map50']:.4f} (COCO AP50 {result['ap50_coco']:.4f}), "
+             f"training {float(last.get('wall_clock_s', 0.0)):.0f}s")
+    return StageResult(figures, {"checkpoint": path}, train_time_s=float(last.get("wall_clock_s", 0.0)),
+                       transfer=report.as_dict())

@@ -42,15 +42,13 @@ def entry_key(cfg: dict) -> dict:
             "source": data_key, "seed": cfg["seed"], "model_code": code}
 
 
-def build_entry(cfg: dict, out_dir: Path, quiet: bool) -> dict:
+def build_entry(cfg: dict, out_dir: Path, device: torch.device) -> dict:
     """Pretrain the detector on the source set; writes ``out_dir/checkpoint.pt``."""
-    from dafsl.pipeline import resolve_device
-
     zcfg, det = cfg["zoo"], cfg["detector"]
     manifest = load_manifest(cfg["data"]["source_manifest"])
     cache = cfg["data"]["cache_dir"]
-    train = load_split(manifest, "train", cache, quiet=quiet)
-    val = load_split(manifest, "val", cache, quiet=quiet)
+    train = load_split(manifest, "train", cache)
+    val = load_split(manifest, "val", cache)
     scenes, _ = load_scenes(train, limit=int(zcfg["detector_images"]))
     n_classes = len(train.category_names)
     torch.manual_seed(int(cfg["seed"]))
@@ -58,12 +56,12 @@ def build_entry(cfg: dict, out_dir: Path, quiet: bool) -> dict:
     epochs = int(zcfg["detector_epochs"])
     trainer = DetectorTrainer(model, scenes, det_cfg=det, mode="vanilla",
                               transfer_cfg=cfg["transfer"], seed=int(cfg["seed"]),
-                              device=resolve_device(cfg["device"]), epochs=epochs,
+                              device=device, epochs=epochs,
                               lr=float(zcfg["detector_lr"]), val=val, stage="zoo-detector",
                               eval_epochs="last")
     # The build log (metrics.jsonl) stays next to the entry.
     with torch_threads(int(det["num_threads"])):
-        records = fit(trainer, RunDir(out_dir / "build"), epochs, mode="vanilla", quiet=quiet)
+        records = fit(trainer, RunDir(out_dir / "build"), epochs, mode="vanilla")
     save_checkpoint({"model": model.state_dict(), "detector_cfg": dict(det),
                      "num_classes": n_classes, "source_dataset": manifest.name}, out_dir / "checkpoint.pt")
     shutil.rmtree(out_dir / "build" / "checkpoints", ignore_errors=True)  # the entry is the checkpoint

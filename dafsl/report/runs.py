@@ -15,9 +15,10 @@ import yaml
 
 from dafsl.errors import DafslError
 from dafsl.runs import read_metrics
+from dafsl.stages import CONCRETE_MODES as MODES
+from dafsl.stages import STAGES as _REGISTRY
 
-MODES = ("vanilla", "fixed", "finetune", "pretrained")
-STAGES = ("detector", "augmenter", "classifier")
+STAGES = tuple(_REGISTRY)
 NOT_MEASURED = "not measured"
 
 
