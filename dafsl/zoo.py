@@ -22,7 +22,6 @@ on); without it the whole config except paths/device is hashed.
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import importlib
 import inspect
@@ -33,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from dafsl.config import DEFAULT_CONFIG, load_config
+from dafsl.config import DEFAULT_CONFIG, load_config, thaw
 from dafsl.data import cache_root
 from dafsl.errors import DafslError, exit_on_error
 from dafsl.runs import atomic_write_json
@@ -67,7 +66,7 @@ def entry_key(name: str, cfg: dict) -> str:
     if hasattr(module, "entry_key"):
         relevant = module.entry_key(cfg)
     else:
-        relevant = copy.deepcopy(cfg)
+        relevant = thaw(cfg)  # a mutable copy: the loaded config is frozen
         relevant.pop("out_root", None)
         relevant.pop("device", None)
         relevant.get("data", {}).pop("cache_dir", None)
