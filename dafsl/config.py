@@ -2,17 +2,25 @@
 
 ``configs/default.yaml`` is the schema: every key a run may use appears there. A
 config file (e.g. ``configs/smoke.yaml``) and ``--set`` overrides are merged on top;
-a key that is not in the defaults is an error, never a silent no-op. The resolved
-dict is saved as ``config.yaml`` in every run directory.
+a key that is not in the defaults is an error, never a silent no-op. Values are then
+checked against :mod:`dafsl.config_schema` (choices, ranges, cross-key rules), once.
+
+The loaded config is frozen (:class:`FrozenDict` / :class:`FrozenList` at every level):
+any assignment into it raises ``TypeError``. It dumps to JSON and YAML like a plain
+dict; ``thaw(cfg)`` (or ``copy.deepcopy(cfg)``) gives a mutable plain copy for code that
+derives a modified config. The resolved config is saved as ``config.yaml`` in every
+run directory.
 """
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
 
+from dafsl.config_schema import validate
 from dafsl.errors import DafslError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -38,10 +46,92 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
+# ---------------------------------------------------------------- frozen containers
+_FROZEN_MSG = ("the config is frozen after load_config; derive a changed copy with "
+               "dafsl.config.thaw(cfg)")
+
+
+def _refuse(self, *args, **kwargs):
+    raise TypeError(_FROZEN_MSG)
+
+
+class FrozenDict(dict):
+    """A ``dict`` that refuses every change. ``copy.deepcopy`` gives a plain mutable dict."""
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    update = pop = popitem = clear = setdefault = _refuse
+
+    def __copy__(self) -> dict:
+        return dict(self)
+
+    def __deepcopy__(self, memo: dict) -> dict:
+        return thaw(self)
+
+    def __reduce__(self):  # pickles (e.g. into DataLoader workers) as a FrozenDict again
+        return FrozenDict, (dict(self),)
+
+
+class FrozenList(list):
+    """A ``list`` that refuses every change. ``copy.deepcopy`` gives a plain mutable list."""
+
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+    append = extend = insert = pop = remove = clear = sort = reverse = _refuse
+
+    def __copy__(self) -> list:
+        return list(self)
+
+    def __deepcopy__(self, memo: dict) -> list:
+        return thaw(self)
+
+    def __reduce__(self):
+        return FrozenList, (list(self),)
+
+
+yaml.add_representer(FrozenDict, yaml.SafeDumper.represent_dict, Dumper=yaml.SafeDumper)
+yaml.add_representer(FrozenList, yaml.SafeDumper.represent_list, Dumper=yaml.SafeDumper)
+
+
+def freeze(obj: Any) -> Any:
+    """Frozen copy of a config tree (dicts and lists at every level)."""
+    if isinstance(obj, dict):
+        return FrozenDict({k: freeze(v) for k, v in obj.items()})
+    if isinstance(obj, list):
+        return FrozenList(freeze(v) for v in obj)
+    return obj
+
+
+def thaw(obj: Any) -> Any:
+    """Mutable deep copy of a (frozen) config tree: plain dicts and lists at every level."""
+    if isinstance(obj, dict):
+        return {k: thaw(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [thaw(v) for v in obj]
+    return copy.deepcopy(obj)
+
+
+def plain(obj: Any) -> Any:
+    """``obj`` with every frozen container inside plain dicts/lists/tuples thawed; other
+    objects (tensors, state dicts) kept as they are. For ``torch.save``, whose
+    ``weights_only`` loader accepts plain containers only."""
+    if isinstance(obj, (FrozenDict, FrozenList)):
+        return thaw(obj)
+    if type(obj) is dict:
+        return {k: plain(v) for k, v in obj.items()}
+    if type(obj) in (list, tuple):
+        return type(obj)(plain(v) for v in obj)
+    return obj
+
+
+# ---------------------------------------------------------------- merging
+_INF = ("inf", "+inf", ".inf", "+.inf", "infinity", "+infinity")
+
+
 def _check_type(key: str, default: Any, value: Any, origin: str) -> Any:
     """Accept ``value`` for ``key`` if it fits the default's type (None defaults take anything)."""
     if default is None or value is None:
         return value
+    if isinstance(default, float) and isinstance(value, str) and value.strip().lower() in _INF:
+        return math.inf  # `--set similarity.p=inf`; the schema says which keys allow it
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise DafslError(f"{origin}: {key} must be true or false, got {value!r}")
@@ -111,15 +201,16 @@ def apply_override(cfg: dict, path: list[str], value: Any) -> None:
     node[last] = _check_type(full, node.get(last), value, "--set") if last in node else value
 
 
-def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> dict:
-    """Resolve defaults ← config file ← ``--set`` overrides into one plain dict."""
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> FrozenDict:
+    """Resolve defaults ← config file ← ``--set`` overrides, validate the values
+    (:func:`dafsl.config_schema.validate`) and return the config frozen."""
     cfg = read_yaml(DEFAULT_CONFIG)
     if path is not None and Path(path).resolve() != DEFAULT_CONFIG.resolve():
         cfg = merge(cfg, read_yaml(path), origin=str(path))
     for item in overrides:
         keys, value = parse_override(item)
         apply_override(cfg, keys, value)
-    return cfg
+    return freeze(validate(cfg))
 
 
 def dump_config(cfg: dict, path: str | Path) -> None:

@@ -32,13 +32,13 @@ import cv2
 import numpy as np
 import torch
 
+from dafsl.config_schema import CROP_SOURCES
 from dafsl.data import Split, cache_root
 from dafsl.errors import DafslError
 from dafsl.evaluate import iou_matrix
 from dafsl.log import get_logger, progress
 from dafsl.runs import atomic_write_bytes
 
-CROP_SOURCES = ("auto", "detector", "gt")
 log = get_logger("faces")
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dafsl.config import dump_config
+from dafsl.config import dump_config, plain
 from dafsl.errors import DafslError
 
 
@@ -53,9 +53,9 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 def save_checkpoint(obj: dict, path: str | Path) -> None:
     """``torch.save`` atomically. Only tensors and plain Python containers, so that
-    :func:`load_checkpoint` can use ``weights_only=True``."""
+    :func:`load_checkpoint` can use ``weights_only=True`` (config parts are thawed)."""
     buf = io.BytesIO()
-    torch.save(obj, buf)
+    torch.save(plain(obj), buf)
     atomic_write_bytes(path, buf.getvalue())
 
 

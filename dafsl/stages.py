@@ -21,11 +21,12 @@ from typing import Callable
 
 import torch
 
+from dafsl.config_schema import TRANSFER_MODES
 from dafsl.errors import DafslError
 from dafsl.runs import RunDir, atomic_write_json
 
 #: the transfer modes (seed 001, section III); ``auto`` resolves to one of the others
-CONCRETE_MODES = ("vanilla", "fixed", "finetune", "pretrained")
+CONCRETE_MODES = TRANSFER_MODES
 MODES = (*CONCRETE_MODES, "auto")
 
 

@@ -29,10 +29,11 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from dafsl.config_schema import TRANSFER_MODES
 from dafsl.errors import DafslError
 from dafsl.runs import load_checkpoint
 
-MODES = ("vanilla", "fixed", "finetune", "pretrained")
+MODES = TRANSFER_MODES
 
 
 @dataclass

@@ -23,7 +23,6 @@ on); without it the whole config except paths/device is hashed.
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import importlib
 import inspect
@@ -36,7 +35,7 @@ from typing import Sequence
 
 import torch
 
-from dafsl.config import DEFAULT_CONFIG, load_config
+from dafsl.config import DEFAULT_CONFIG, load_config, thaw
 from dafsl.data import cache_root
 from dafsl.errors import DafslError, exit_on_error
 from dafsl.log import configure, get_logger
@@ -72,7 +71,7 @@ def entry_key(name: str, cfg: dict) -> str:
     if hasattr(module, "entry_key"):
         relevant = module.entry_key(cfg)
     else:
-        relevant = copy.deepcopy(cfg)
+        relevant = thaw(cfg)  # a mutable copy: the loaded config is frozen
         relevant.pop("out_root", None)
         relevant.pop("device", None)
         relevant.get("data", {}).pop("cache_dir", None)

@@ -21,13 +21,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dafsl.config_schema import AUGMENTATIONS, IMBALANCE  # noqa: F401 (re-exported)
 from dafsl.data import Split, read_image
 from dafsl.errors import DafslError
 from dafsl.faces import class_faces, crop_faces, face_boxes
 from dafsl.classifier.model import IMAGENET_MEAN, IMAGENET_STD
 
-AUGMENTATIONS = ("none", "classic", "gan", "gan+classic")
-IMBALANCE = ("none", "balanced_sampling", "weighted_loss")
 
 
 @dataclass

@@ -1,0 +1,407 @@
+"""Allowed values of every config key, checked once when the config is loaded.
+
+``configs/default.yaml`` fixes the keys and their types; this module fixes their
+values. :data:`SCHEMA` maps each dotted key to a rule (a choice, a range, a list
+shape); :data:`CROSS_RULES` checks what one key cannot check alone (the GAN's
+channel list against its resolution, ``similarity.dissimilar <= similar``, ...).
+A bad value is one :class:`~dafsl.errors.DafslError` line naming the key and what it
+allows, e.g. ``detector.optimizer: expected one of adamw, sgd, got 'adamm'``.
+
+The enumerations below are the one place their choices are listed: to add a value
+(a new imbalance method, say), append it to the tuple here. ``tests/test_config.py``
+checks that the tuples the stages keep for themselves agree with these.
+
+A leaf module: it imports nothing from ``dafsl`` but :mod:`dafsl.errors` (timm is
+imported lazily, only to check a model name).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+from dafsl.errors import DafslError
+
+# ------------------------------------------------------------------ enumerations
+DEVICES = ("auto", "cpu", "cuda")
+STAGES = ("detector", "augmenter", "classifier")
+TRANSFER_MODES = ("vanilla", "fixed", "finetune", "pretrained")
+OPTIMIZERS = ("adamw", "sgd")
+LR_SCHEDULES = ("cosine", "constant")
+DETECTOR_BACKBONES = ("resnet10", "resnet18", "resnet34", "resnet50", "resnet101")
+FPN_LAYERS = ("layer1", "layer2", "layer3", "layer4")
+CROP_SOURCES = ("auto", "detector", "gt")
+AUGMENTATIONS = ("none", "classic", "gan", "gan+classic")
+IMBALANCE = ("none", "balanced_sampling", "weighted_loss")
+DISTILLERS = ("none", "hinton")
+DIFFAUG_POLICIES = ("color", "translation", "cutout")
+TRANSFER_SOURCES = ("zoo", "imagenet")                    # or a checkpoint path
+CLASSIFIER_SOURCES = ("detector", "zoo", "imagenet")      # or a checkpoint path
+
+
+# ------------------------------------------------------------------ rules
+class Rule:
+    """A predicate on one value. ``allows`` says in words what passes; ``bad`` lists
+    values that must fail (the tests feed each to its key)."""
+
+    allows = "?"
+    bad: tuple = ()
+
+    def ok(self, value: Any) -> bool:
+        raise NotImplementedError
+
+    def normalise(self, value: Any) -> Any:
+        return value
+
+
+class Choice(Rule):
+    def __init__(self, *choices: str):
+        self.choices = choices
+        self.allows = "one of " + ", ".join(choices)
+        self.bad = (choices[0][:-1] or "x",)  # a typo: the first choice, last letter dropped
+
+    def ok(self, value):
+        return isinstance(value, str) and value in self.choices
+
+
+class Number(Rule):
+    """A real (or integer) number in a range; ``lo_open``/``hi_open`` exclude the bound."""
+
+    def __init__(self, lo=None, hi=None, lo_open=False, hi_open=False, integer=False, inf=False):
+        self.lo, self.hi, self.lo_open, self.hi_open = lo, hi, lo_open, hi_open
+        self.integer, self.inf = integer, inf
+        kind = "an integer" if integer else "a number"
+        if lo is not None and hi is not None:
+            self.allows = f"{kind} in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+        elif lo is not None:
+            self.allows = f"{kind} {'>' if lo_open else '>='} {lo}"
+        else:
+            self.allows = kind
+        if inf:
+            self.allows += " or inf"
+        bad = []
+        if lo is not None:
+            bad.append(lo if lo_open else lo - 1)
+        if hi is not None:
+            bad.append(hi if hi_open else hi + 1)
+        self.bad = tuple(bad)
+
+    def ok(self, value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            return False
+        if math.isinf(value):
+            return self.inf and value > 0
+        if self.integer and not float(value).is_integer():
+            return False
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            return False
+        return not (self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi))
+
+    def normalise(self, value):
+        return int(value) if self.integer else value
+
+
+def Int(lo: int | None = None) -> Number:
+    return Number(lo=lo, integer=True)
+
+
+POSITIVE = Number(lo=0, lo_open=True)          # learning rates, temperatures, factors
+NON_NEGATIVE = Number(lo=0)
+UNIT = Number(0, 1)                            # probabilities, thresholds, IoUs, weights
+COUNT = Int(1)                                 # epochs, batch sizes, widths
+COUNT0 = Int(0)                                # 0 = off / all / torch's default
+
+
+class Nullable(Rule):
+    def __init__(self, rule: Rule):
+        self.rule, self.allows, self.bad = rule, f"null or {rule.allows}", rule.bad
+
+    def ok(self, value):
+        return value is None or self.rule.ok(value)
+
+    def normalise(self, value):
+        return None if value is None else self.rule.normalise(value)
+
+
+class Text(Rule):
+    allows, bad = "a non-empty string", ("",)
+
+    def ok(self, value):
+        return isinstance(value, str) and value.strip() != ""
+
+
+class PowerOfTwo(Rule):
+    def __init__(self, lo: int):
+        self.lo, self.allows, self.bad = lo, f"a power of two >= {lo}", (lo + lo // 2, lo // 2)
+
+    def ok(self, value):
+        return Int(self.lo).ok(value) and not int(value) & (int(value) - 1)
+
+
+class ListOf(Rule):
+    """A list of ``item`` values: ``length`` exactly, else at least ``min_len``;
+    ``ordered``: each item after the previous one in ``order`` (no repeats)."""
+
+    def __init__(self, item: Rule, min_len: int = 1, length: int | None = None,
+                 order: tuple | None = None):
+        self.item, self.min_len, self.length, self.order = item, min_len, length, order
+        what = (f"a list of {length}" if length is not None
+                else "a non-empty list of" if min_len == 1 else "a list of")
+        self.allows = f"{what} {_plural(item.allows)}"
+        if order is not None:
+            self.allows += " in that order, no repeats"
+        bad = [[item.bad[0]]] if item.bad else []
+        if length is not None:
+            bad.append([])
+        elif min_len >= 1:
+            bad.append([])
+        if order is not None:
+            bad.append(list(reversed(order[:2])))
+        self.bad = tuple(bad)
+
+    def ok(self, value):
+        if not isinstance(value, list) or not all(self.item.ok(v) for v in value):
+            return False
+        if (self.length is not None and len(value) != self.length) or len(value) < self.min_len:
+            return False
+        if self.order is not None:
+            idx = [self.order.index(v) for v in value]
+            return all(a < b for a, b in zip(idx, idx[1:]))
+        return True
+
+    def normalise(self, value):
+        return [self.item.normalise(v) for v in value]
+
+
+class DiffAugment(Rule):
+    allows = f"comma-separated names from {', '.join(DIFFAUG_POLICIES)}, or \"\" (off)"
+    bad = ("colour", "color,translate")
+
+    def ok(self, value):
+        return isinstance(value, str) and all(
+            p.strip() in DIFFAUG_POLICIES for p in value.split(",") if p.strip())
+
+
+class Source(Rule):
+    """One of ``choices`` or a checkpoint path (a bare word is a typo, not a file name)."""
+
+    def __init__(self, *choices: str):
+        self.choices = choices
+        self.allows = f"one of {', '.join(choices)}, or a checkpoint path"
+        self.bad = ("imagnet", "")
+
+    def ok(self, value):
+        if not isinstance(value, str) or not value.strip():
+            return False
+        from pathlib import Path
+
+        path = Path(value)
+        return value in self.choices or "/" in value or path.suffix != "" or path.exists()
+
+
+class TimmModel(Rule):
+    """A timm model name (``prefix`` + name), or one of ``builtin`` (built by dafsl)."""
+
+    def __init__(self, builtin: tuple, prefix: str = ""):
+        self.builtin, self.prefix = builtin, prefix
+        names = ", ".join(builtin)
+        self.allows = (f"{names} or {prefix}<timm model name>" if prefix
+                       else f"a timm model name or {names}")
+        self.bad = tuple(dict.fromkeys(("resnt18", f"{prefix}resnt18")))
+
+    def ok(self, value):
+        if not isinstance(value, str):
+            return False
+        if value in self.builtin:
+            return True
+        if self.prefix and not value.startswith(self.prefix):
+            return False
+        import timm
+
+        return timm.is_model(value[len(self.prefix):])
+
+
+def _plural(allows: str) -> str:
+    for one, many in (("an integer", "integers"), ("a number", "numbers"),
+                      ("a non-empty string", "non-empty strings"),
+                      ("a non-empty list", "non-empty lists")):
+        if allows.startswith(one):
+            return many + allows[len(one):]
+    return allows.replace("one of ", "names from ", 1)
+
+
+# ------------------------------------------------------------------ the schema
+_GAN = {  # augmenter.* and its source-GAN growth share these
+    "epochs": COUNT, "stable_epochs": COUNT0, "fade_epochs": COUNT0, "diffaug": DiffAugment(),
+}
+SCHEMA: dict[str, Rule] = {
+    "seed": Int(0),
+    "device": Choice(*DEVICES),
+    "out_root": Text(),
+    "data.manifest": Text(), "data.source_manifest": Text(),
+    "data.cache_dir": Nullable(Text()),
+    "data.imbalance_threshold": Number(0, 1, lo_open=True),
+    "transfer.freeze_at": COUNT0,              # upper bound per stage (its number of blocks)
+    "transfer.lr_factor": POSITIVE,
+    "transfer.warmup_steps": COUNT0,
+    "transfer.source": Source(*TRANSFER_SOURCES),
+    "stages.all": ListOf(Choice(*STAGES), min_len=0, order=STAGES),
+    "faces.crops": Choice(*CROP_SOURCES),
+    "faces.score_threshold": UNIT,
+    "faces.match_iou": UNIT,
+    "faces.margin": NON_NEGATIVE,
+    "detector.backbone": TimmModel(DETECTOR_BACKBONES, prefix="timm/"),
+    "detector.image_size": Int(32),            # layer4 has stride 32
+    "detector.fpn_layers": ListOf(Choice(*FPN_LAYERS), order=FPN_LAYERS),
+    "detector.fpn_channels": COUNT,
+    "detector.anchor_sizes": ListOf(ListOf(POSITIVE)),
+    "detector.anchor_ratios": ListOf(POSITIVE),
+    **{f"detector.{k}": COUNT for k in (
+        "rpn_pre_nms_train", "rpn_post_nms_train", "rpn_pre_nms_test", "rpn_post_nms_test",
+        "rpn_batch_per_image", "roi_batch_per_image", "roi_output_size", "box_head_width",
+        "box_detections_per_img", "epochs", "batch_size", "eval_batch_size")},
+    "detector.roi_sampling_ratio": COUNT0,     # 0: adaptive (torchvision)
+    "detector.roi_canonical_scale": POSITIVE,
+    "detector.box_score_thresh": UNIT,
+    "detector.optimizer": Choice(*OPTIMIZERS),
+    "detector.lr": POSITIVE,
+    "detector.momentum": Number(0, 1, hi_open=True),
+    "detector.weight_decay": NON_NEGATIVE,
+    "detector.lr_schedule": Choice(*LR_SCHEDULES),
+    "detector.grad_clip": NON_NEGATIVE,        # 0: off
+    "detector.num_threads": COUNT0,
+    "detector.augment.hflip": UNIT, "detector.augment.colour_jitter": UNIT,
+    "zoo.dir": Nullable(Text()),
+    "zoo.detector_epochs": COUNT, "zoo.detector_images": COUNT,
+    "zoo.detector_lr": POSITIVE,
+    "augmenter.shots": COUNT0,                 # 0: every Dlack face
+    "augmenter.resolution": PowerOfTwo(8),
+    "augmenter.channels": ListOf(COUNT),
+    **{f"augmenter.{k}": COUNT for k in ("latent_dim", "mbstd_group", "batch_size",
+                                         "steps_per_epoch", "kid_subsets", "pr_k")},
+    **{f"augmenter.{k}": rule for k, rule in _GAN.items()},
+    "augmenter.lr_g": POSITIVE, "augmenter.lr_d": POSITIVE,
+    "augmenter.betas": ListOf(Number(0, 1, hi_open=True), length=2),
+    "augmenter.ema_beta": UNIT,
+    "augmenter.num_threads": COUNT0,
+    "augmenter.g_frozen_blocks": COUNT0,       # upper bound: a cross rule
+    "augmenter.eval_every": COUNT0,            # 0: only after the last epoch
+    # KID's unbiased estimate needs >= 2 faces per set
+    **{f"augmenter.{k}": Int(2) for k in ("eval_samples", "final_samples", "reference_faces")},
+    "augmenter.kid_subset_size": Int(2),
+    "augmenter.sample_every": COUNT0,          # 0: only after the last epoch
+    "augmenter.fill_ratio": NON_NEGATIVE,
+    "augmenter.fill_count": Nullable(COUNT0),
+    **{f"augmenter.source.{k}": rule for k, rule in _GAN.items()},
+    "augmenter.source.max_faces": COUNT0,      # 0: every Denough face
+    **{f"augmenter.attrnet.{k}": COUNT for k in ("epochs", "batch_size", "width", "feature_dim")},
+    "augmenter.attrnet.lr": POSITIVE,
+    "classifier.backbone": TimmModel(("resnet10",)),
+    "classifier.source": Source(*CLASSIFIER_SOURCES),
+    "classifier.zoo_entry": Text(),            # the names live in dafsl.zoo (not a leaf)
+    "classifier.crop_size": Nullable(COUNT),   # and a cross rule: = augmenter.resolution
+    **{f"classifier.{k}": COUNT for k in ("input_size", "epochs", "batch_size")},
+    "classifier.augmentation": Choice(*AUGMENTATIONS),
+    "classifier.generated_count": Nullable(COUNT0),
+    "classifier.imbalance": Choice(*IMBALANCE),
+    "classifier.epoch_size": Nullable(COUNT),
+    "classifier.lr": POSITIVE,
+    "classifier.num_threads": COUNT0,
+    "classifier.weight_decay": NON_NEGATIVE,
+    "classifier.distill": Choice(*DISTILLERS),
+    "classifier.distill_params.hinton.temperature": POSITIVE,
+    "classifier.distill_params.hinton.alpha": UNIT,
+    "classifier.teacher.checkpoints": ListOf(Text(), min_len=0),
+    "classifier.teacher.backbone": TimmModel(("resnet10",)),
+    "classifier.teacher.mode": Choice(*TRANSFER_MODES),
+    "classifier.teacher.epochs": COUNT,
+    "classifier.system_score_threshold": UNIT,
+    "similarity.p": Number(lo=1, inf=True),    # Minkowski exponent; inf = Chebyshev
+    "similarity.n_objects": COUNT,
+    "similarity.similar": UNIT, "similarity.dissimilar": UNIT,   # and a cross rule
+    "similarity.min_target_size": COUNT0,
+}
+
+# Keys whose type (fixed by default.yaml) is all there is to check.
+TYPE_ONLY = frozenset({"detector.fpn_extra_pool", "classifier.system_eval"})
+
+
+# ------------------------------------------------------------------ cross-key rules
+def _gan_levels(cfg: dict) -> int:
+    return int(math.log2(cfg["augmenter"]["resolution"])) - 1  # 4, 8, ..., resolution
+
+
+def _channels(cfg):
+    a, levels = cfg["augmenter"], _gan_levels(cfg)
+    if len(a["channels"]) != levels:
+        return "augmenter.channels", (f"one channel count per resolution 4..{a['resolution']} "
+                                      f"({levels} values), got {len(a['channels'])}")
+
+
+def _g_frozen(cfg):
+    k, levels = cfg["augmenter"]["g_frozen_blocks"], _gan_levels(cfg)
+    if k > levels - 1:
+        return "augmenter.g_frozen_blocks", f"0..{levels - 1} at resolution " \
+                                            f"{cfg['augmenter']['resolution']}, got {k}"
+
+
+def _source_growth(cfg):
+    s, levels = cfg["augmenter"]["source"], _gan_levels(cfg)
+    need = s["stable_epochs"] + (levels - 1) * (s["fade_epochs"] + s["stable_epochs"])
+    if s["epochs"] < need:
+        res = cfg["augmenter"]["resolution"]
+        return "augmenter.source.epochs", (f">= {need} (the source GAN's growth to {res} px), "
+                                           f"got {s['epochs']}")
+
+
+def _anchors(cfg):
+    d = cfg["detector"]
+    levels = len(d["fpn_layers"]) + int(d["fpn_extra_pool"])
+    if len(d["anchor_sizes"]) != levels:
+        return "detector.anchor_sizes", (f"one list per FPN level ({levels}: fpn_layers"
+                                         f"{' + pool' if d['fpn_extra_pool'] else ''}), "
+                                         f"got {len(d['anchor_sizes'])}")
+    if len({len(level) for level in d["anchor_sizes"]}) > 1:
+        return "detector.anchor_sizes", "the same number of sizes on every level (one RPN head)"
+
+
+def _thresholds(cfg):
+    s = cfg["similarity"]
+    if s["dissimilar"] > s["similar"]:
+        return "similarity.dissimilar", (f"<= similarity.similar ({s['similar']}), "
+                                         f"got {s['dissimilar']}")
+
+
+def _crop_size(cfg):
+    size, res = cfg["classifier"]["crop_size"], cfg["augmenter"]["resolution"]
+    if size is not None and size != res:
+        return "classifier.crop_size", (f"null or augmenter.resolution ({res}): real and generated "
+                                        f"faces pass through the same resolution, got {size}")
+
+
+CROSS_RULES: list[Callable[[dict], tuple[str, str] | None]] = [
+    _channels, _g_frozen, _source_growth, _anchors, _thresholds, _crop_size]
+
+
+# ------------------------------------------------------------------ validation
+def lookup(cfg: dict, key: str) -> Any:
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def validate(cfg: dict) -> dict:
+    """Check every key of :data:`SCHEMA`, then :data:`CROSS_RULES`; normalise values in
+    place (``3.0`` -> ``3`` for integers). Returns ``cfg``. Raises a one-line
+    :class:`DafslError` ``"<key>: expected <what it allows>, got <value>"``."""
+    for key, rule in SCHEMA.items():
+        *parents, last = key.split(".")
+        node = lookup(cfg, ".".join(parents)) if parents else cfg
+        if not rule.ok(node[last]):
+            raise DafslError(f"{key}: expected {rule.allows}, got {node[last]!r}")
+        node[last] = rule.normalise(node[last])
+    for check in CROSS_RULES:
+        problem = check(cfg)
+        if problem:
+            raise DafslError(f"{problem[0]}: expected {problem[1]}")
+    return cfg
