@@ -30,7 +30,8 @@ from dafsl.evaluate import iou_matrix
 from dafsl.classifier.model import IMAGENET_MEAN, IMAGENET_STD
 
 AUGMENTATIONS = ("none", "classic", "gan", "gan+classic")
-IMBALANCE = ("none", "balanced_sampling", "weighted_loss")
+IMBALANCE = ("none", "balanced_sampling", "weighted_loss", "logit_adjustment",
+             "logit_adjustment_posthoc", "balanced_softmax", "crt", "ncm")  # see imbalance.py
 
 
 @dataclass
