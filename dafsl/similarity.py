@@ -35,8 +35,8 @@ by a few hundredths with the choice of the 10 (issue 11: 0.927-0.961 for 10 male
 0.928-0.962 for 10 female faces against the male reference), more than the gap between
 the thresholds and the values they separate. So the target's object descriptors are
 resampled with replacement ``similarity.bootstrap`` times (seeded by the run's seed),
-and a mode is chosen only when the whole ``similarity.confidence`` percentile interval
-lies in its range. Otherwise the decision is "undecided within noise" and falls back to
+and a mode is chosen only when the whole ``similarity.confidence`` basic bootstrap
+interval lies in its range. Otherwise the decision is "undecided within noise" and falls back to
 the mode of the interval's *lower* end, the one with fewer trained layers: it decides as
 if the datasets were only as similar as the evidence guarantees at that confidence,
 never claiming a similarity the target cannot support, and it errs in the same
@@ -198,16 +198,27 @@ def p_label(p: float) -> str:
 
 def bootstrap_interval(source: Sequence[float], objects: np.ndarray, p: float, n_boot: int,
                        confidence: float, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the similarity over the target's objects: the
-    target's object descriptors ``objects`` (N, D) resampled with replacement ``n_boot``
-    times, each resample's mean compared with the fixed ``source`` descriptor."""
+    """Basic (reverse-percentile) bootstrap interval of the similarity over the target's
+    objects: the object descriptors ``objects`` (N, D) resampled with replacement
+    ``n_boot`` times, each resample's mean compared with the fixed ``source`` descriptor,
+    and the interval ``[2 s - q_hi, 2 s - q_lo]`` (``s`` on all N objects, ``q`` the
+    resamples' quantiles), clipped to [0, 1].
+
+    Basic, not percentile: a distance from a mean of few objects is biased upwards (the
+    mean's noise adds to it), and resampling adds the same bias again, so the
+    percentile interval sits below ``s``. On the default data, 10-face targets, it
+    covered the population's similarity in 0 of 200 random subsets; the basic interval,
+    which subtracts the bias the resamples show, in 66 % (male) and 85 % (female).
+    """
     objects = np.asarray(objects, dtype=np.float64)
     idx = np.random.default_rng(seed).integers(0, len(objects), size=(int(n_boot), len(objects)))
     diff = np.abs(objects[idx].mean(axis=1) - np.asarray(source, dtype=np.float64))
     d = diff.max(axis=1) if math.isinf(p) else (diff ** p).sum(axis=1) ** (1.0 / p)
     sims = np.clip(1.0 - d / max_distance(p), 0.0, 1.0)
     tail = (1.0 - confidence) / 2 * 100
-    lo, hi = np.percentile(sims, [tail, 100 - tail])
+    q_lo, q_hi = np.percentile(sims, [tail, 100 - tail])
+    point = similarity(minkowski(source, objects.mean(axis=0), p), p)
+    lo, hi = np.clip([2 * point - q_hi, 2 * point - q_lo], 0.0, 1.0)
     return float(lo), float(hi)
 
 
@@ -251,7 +262,10 @@ def decide(sim: float, target_size: int, s_cfg: dict,
         span = f"{float(s_cfg.get('confidence', 0.95)):.0%} interval [{lo:.3f}, {hi:.3f}]"
         low_mode, high_mode = _mode_of(lo, s_cfg), _mode_of(hi, s_cfg)
         if low_mode == high_mode:
-            mode, reason = low_mode, f"{rule[low_mode]}; whole {span} in range"
+            where = {"pretrained": f">= {s_cfg['similar']}", "fixed": f"< {s_cfg['dissimilar']}",
+                     "finetune": f"in [{s_cfg['dissimilar']}, {s_cfg['similar']})"}[low_mode]
+            name = {"pretrained": "similar", "fixed": "dissimilar", "finetune": "in between"}[low_mode]
+            mode, reason = low_mode, f"{name} (whole {span} {where}; s {sim:.3f} on all objects)"
         else:
             crossed = [str(t) for t in (s_cfg["dissimilar"], s_cfg["similar"]) if lo < t <= hi]
             mode = low_mode

@@ -149,7 +149,7 @@ def test_decision_inside_the_noise_is_undecided_with_the_lower_end_fallback():
     assert similarity.decide(0.91, 100, s_cfg, (0.75, 0.95))[0] == "fixed"
     # clear cases decide, and say so
     mode, reason = similarity.decide(0.95, 100, s_cfg, (0.92, 0.97))
-    assert mode == "pretrained" and "undecided" not in reason and "whole 95% interval" in reason
+    assert mode == "pretrained" and reason == "similar (whole 95% interval [0.920, 0.970] >= 0.9; s 0.950 on all objects)"
     assert similarity.decide(0.85, 100, s_cfg, (0.81, 0.89)) == (
         "finetune", similarity.decide(0.85, 100, s_cfg, (0.81, 0.89))[1])
     assert similarity.decide(0.7, 100, s_cfg, (0.6, 0.79))[0] == "fixed"
