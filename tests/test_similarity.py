@@ -126,12 +126,19 @@ def test_decision_rule_thresholds_and_target_size():
 
 
 def test_bootstrap_interval_by_hand():
-    # 1-D, p = 1, d_max = 17: two objects 0 and 1 against source 0. A resample's mean is
-    # 0, 1/2 or 1 with probability 1/4, 1/2, 1/4, so the 2.5 % and 97.5 % points of the
-    # similarity 1 - mean / 17 are 1 - 1/17 and 1.
+    # 1-D, p = 1, d_max = 17: two objects 0 and 1 against source 0, s = 1 - 0.5/17. A
+    # resample's mean is 0, 1/2 or 1 with probability 1/4, 1/2, 1/4, so the 2.5 % and
+    # 97.5 % points of 1 - mean / 17 are q_lo = 1 - 1/17 and q_hi = 1, and the basic
+    # interval [2s - q_hi, 2s - q_lo] is [1 - 1/17, 1] (symmetric case).
     lo, hi = similarity.bootstrap_interval([0.0], np.array([[0.0], [1.0]]), 1.0, 2000, 0.95, seed=0)
     assert (lo, hi) == (pytest.approx(1 - 1 / 17), 1.0)
     assert similarity.bootstrap_interval([0.0], np.array([[0.0], [1.0]]), 1.0, 2000, 0.95, seed=0) == (lo, hi)
+    # a skewed case, by hand: objects 0, 0, 0, 1 (s = 1 - 0.25/17); resample means k/4 with
+    # k ~ Bin(4, 1/4): P(k=0) = 0.316 > 2.5 %, P(k=4) = 0.004 < 2.5 % < P(k>=3) = 0.051,
+    # so q_hi = 1 and q_lo = 1 - 0.75/17; basic [2s - q_hi, 2s - q_lo] =
+    # [1 - 0.5/17, 1 + 0.25/17], clipped to [1 - 0.5/17, 1]: above s, the bias removed
+    lo, hi = similarity.bootstrap_interval([0.0], np.array([[0.0], [0.0], [0.0], [1.0]]), 1.0, 4000, 0.95, seed=0)
+    assert (lo, hi) == (pytest.approx(1 - 0.5 / 17), 1.0)
     # identical objects: no noise, the interval is the point
     same = np.full((10, 3), 0.5)
     lo, hi = similarity.bootstrap_interval([0.0, 0.5, 0.5], same, 2.0, 50, 0.9, seed=3)
@@ -150,8 +157,8 @@ def test_decision_inside_the_noise_is_undecided_with_the_lower_end_fallback():
     # clear cases decide, and say so
     mode, reason = similarity.decide(0.95, 100, s_cfg, (0.92, 0.97))
     assert mode == "pretrained" and reason == "similar (whole 95% interval [0.920, 0.970] >= 0.9; s 0.950 on all objects)"
-    assert similarity.decide(0.85, 100, s_cfg, (0.81, 0.89)) == (
-        "finetune", similarity.decide(0.85, 100, s_cfg, (0.81, 0.89))[1])
+    mode, reason = similarity.decide(0.85, 100, s_cfg, (0.81, 0.89))
+    assert mode == "finetune" and reason.startswith("in between (whole 95% interval [0.810, 0.890]")
     assert similarity.decide(0.7, 100, s_cfg, (0.6, 0.79))[0] == "fixed"
     # the size rule still applies after the fallback
     assert similarity.decide(0.91, 4, s_cfg, (0.88, 0.93))[0] == "fixed"
