@@ -31,7 +31,8 @@ DETECTOR_BACKBONES = ("resnet10", "resnet18", "resnet34", "resnet50", "resnet101
 FPN_LAYERS = ("layer1", "layer2", "layer3", "layer4")
 CROP_SOURCES = ("auto", "detector", "gt")
 AUGMENTATIONS = ("none", "classic", "gan", "gan+classic")
-IMBALANCE = ("none", "balanced_sampling", "weighted_loss")
+IMBALANCE = ("none", "balanced_sampling", "weighted_loss", "logit_adjustment",
+             "logit_adjustment_posthoc", "balanced_softmax", "crt", "ncm")  # classifier/imbalance.py
 DISTILLERS = ("none", "hinton")
 DIFFAUG_POLICIES = ("color", "translation", "cutout")
 TRANSFER_SOURCES = ("zoo", "imagenet")                    # or a checkpoint path
@@ -303,6 +304,9 @@ SCHEMA: dict[str, Rule] = {
     "classifier.augmentation": Choice(*AUGMENTATIONS),
     "classifier.generated_count": Nullable(COUNT0),
     "classifier.imbalance": Choice(*IMBALANCE),
+    "classifier.imbalance_params.tau": NON_NEGATIVE,
+    "classifier.imbalance_params.crt_epochs": COUNT,
+    "classifier.imbalance_params.crt_lr": POSITIVE,
     "classifier.epoch_size": Nullable(COUNT),
     "classifier.lr": POSITIVE,
     "classifier.num_threads": COUNT0,
@@ -317,6 +321,8 @@ SCHEMA: dict[str, Rule] = {
     "classifier.system_score_threshold": UNIT,
     "similarity.p": Number(lo=1, inf=True),    # Minkowski exponent; inf = Chebyshev
     "similarity.n_objects": COUNT,
+    "similarity.bootstrap": COUNT0,             # 0: the point estimate alone decides
+    "similarity.confidence": Number(0, 1, lo_open=True, hi_open=True),
     "similarity.similar": UNIT, "similarity.dissimilar": UNIT,   # and a cross rule
     "similarity.min_target_size": COUNT0,
 }

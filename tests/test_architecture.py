@@ -27,7 +27,10 @@ def import_graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
     for name, path in files.items():
         deps: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        # code under `if __name__ == "__main__":` runs as another module (__main__)
+        tree.body = [n for n in tree.body if not (isinstance(n, ast.If) and "__main__" in ast.unparse(n.test))]
+        for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 deps |= {a.name for a in node.names if a.name.startswith("dafsl")}
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module \

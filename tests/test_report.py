@@ -74,7 +74,8 @@ def report(tmp_path_factory):
             images += ["augmenter/samples/epoch0001.png", "augmenter/real_vs_generated.png"]
         write_run(root / f"seed{seed}" / mode, seed, recs, summary, images)
     auto = {"source": "zoo:detector-shapes", "target": "faces", "distance": 0.52, "p": "2",
-            "similarity": 0.874, "target_size": 1000, "mode": "fixed", "reason": "dissimilar"}
+            "similarity": 0.874, "similarity_interval": [0.861, 0.885], "target_size": 1000,
+            "mode": "fixed", "reason": "dissimilar"}
     write_run(root / "auto", 0, [], {"detector": {"auto": auto}})
     out = root / "report"
     return out, build_report([root], out)
@@ -161,6 +162,7 @@ def test_figures_exist_and_html_embeds_every_image(report):
     fig7 = base64.b64encode((out / "fig7.png").read_bytes()).decode()
     assert fig7 in html
     assert "zoo:detector-shapes" in html and "dissimilar" in html
+    assert "0.874 [0.861, 0.885]" in html  # the bootstrap interval next to the similarity
     md = (out / "report.md").read_text()
     assert "![Figure 7" in md and "fig7.png" in md and "not measured" in md
 

@@ -125,6 +125,68 @@ def test_decision_rule_thresholds_and_target_size():
         similarity.compare([0.0], [0.0], 1, dict(s_cfg, dissimilar=0.95))
 
 
+def test_bootstrap_interval_by_hand():
+    # 1-D, p = 1, d_max = 17: two objects 0 and 1 against source 0, s = 1 - 0.5/17. A
+    # resample's mean is 0, 1/2 or 1 with probability 1/4, 1/2, 1/4, so the 2.5 % and
+    # 97.5 % points of 1 - mean / 17 are q_lo = 1 - 1/17 and q_hi = 1, and the basic
+    # interval [2s - q_hi, 2s - q_lo] is [1 - 1/17, 1] (symmetric case).
+    lo, hi = similarity.bootstrap_interval([0.0], np.array([[0.0], [1.0]]), 1.0, 2000, 0.95, seed=0)
+    assert (lo, hi) == (pytest.approx(1 - 1 / 17), 1.0)
+    assert similarity.bootstrap_interval([0.0], np.array([[0.0], [1.0]]), 1.0, 2000, 0.95, seed=0) == (lo, hi)
+    # a skewed case, by hand: objects 0, 0, 0, 1 (s = 1 - 0.25/17); resample means k/4 with
+    # k ~ Bin(4, 1/4): P(k=0) = 0.316 > 2.5 %, P(k=4) = 0.004 < 2.5 % < P(k>=3) = 0.051,
+    # so q_hi = 1 and q_lo = 1 - 0.75/17; basic [2s - q_hi, 2s - q_lo] =
+    # [1 - 0.5/17, 1 + 0.25/17], clipped to [1 - 0.5/17, 1]: above s, the bias removed
+    lo, hi = similarity.bootstrap_interval([0.0], np.array([[0.0], [0.0], [0.0], [1.0]]), 1.0, 4000, 0.95, seed=0)
+    assert (lo, hi) == (pytest.approx(1 - 0.5 / 17), 1.0)
+    # identical objects: no noise, the interval is the point
+    same = np.full((10, 3), 0.5)
+    lo, hi = similarity.bootstrap_interval([0.0, 0.5, 0.5], same, 2.0, 50, 0.9, seed=3)
+    assert lo == hi == pytest.approx(similarity.similarity(0.5, 2.0))
+
+
+def test_decision_inside_the_noise_is_undecided_with_the_lower_end_fallback():
+    s_cfg = {"p": 2.0, "n_objects": 10, "similar": 0.9, "dissimilar": 0.8, "min_target_size": 10,
+             "confidence": 0.95}
+    # the point estimate alone would say pretrained; the interval spans 0.9
+    mode, reason = similarity.decide(0.91, 100, s_cfg, (0.88, 0.93))
+    assert mode == "finetune" and reason.startswith("undecided within noise")
+    assert "[0.880, 0.930]" in reason and "0.9" in reason and "fallback finetune" in reason
+    # an interval across both thresholds falls back to fixed
+    assert similarity.decide(0.91, 100, s_cfg, (0.75, 0.95))[0] == "fixed"
+    # clear cases decide, and say so
+    mode, reason = similarity.decide(0.95, 100, s_cfg, (0.92, 0.97))
+    assert mode == "pretrained" and reason == "similar (whole 95% interval [0.920, 0.970] >= 0.9; s 0.950 on all objects)"
+    mode, reason = similarity.decide(0.85, 100, s_cfg, (0.81, 0.89))
+    assert mode == "finetune" and reason.startswith("in between (whole 95% interval [0.810, 0.890]")
+    assert similarity.decide(0.7, 100, s_cfg, (0.6, 0.79))[0] == "fixed"
+    # the size rule still applies after the fallback
+    assert similarity.decide(0.91, 4, s_cfg, (0.88, 0.93))[0] == "fixed"
+
+
+def test_compare_with_objects_reports_the_interval_and_undecided():
+    s_cfg = {"p": 1.0, "n_objects": 10, "similar": 0.9, "dissimilar": 0.5, "min_target_size": 0,
+             "bootstrap": 500, "confidence": 0.95}
+    source = [0.0] * 4
+    # five objects at distance 0 and five at 0.2 * 17 * 2 = 6.8 (first coordinate):
+    # the mean sits at similarity 0.9 exactly, resamples on both sides of it
+    noisy = np.zeros((10, 4))
+    noisy[5:, 0] = 3.4
+    out = similarity.compare(source, noisy.mean(axis=0).tolist(), 10, s_cfg, objects=noisy, seed=1)
+    lo, hi = out["similarity_interval"]
+    assert lo < 0.9 < hi and out["similarity"] == pytest.approx(0.9)
+    assert out["undecided"] and out["mode"] == "finetune" and "undecided within noise" in out["reason"]
+    clear = np.zeros((10, 4))
+    clear[:, 0] = np.linspace(0.0, 0.2, 10)  # similarities 0.988-1.0: clear of 0.9
+    out = similarity.compare(source, clear.mean(axis=0).tolist(), 10, s_cfg, objects=clear, seed=1)
+    assert out["similarity_interval"][0] > 0.9 and not out["undecided"] and out["mode"] == "pretrained"
+    # bootstrap 0: the point estimate decides, no interval is reported
+    out = similarity.compare(source, noisy.mean(axis=0).tolist(), 10, dict(s_cfg, bootstrap=0), objects=noisy)
+    assert out["mode"] == "pretrained" and "similarity_interval" not in out
+    with pytest.raises(DafslError, match="confidence"):
+        similarity.compare(source, source, 10, dict(s_cfg, confidence=1.5), objects=noisy)
+
+
 def test_descriptor_version_mismatch_is_an_error():
     s_cfg = {"p": 2.0, "n_objects": 10, "similar": 0.9, "dissimilar": 0.8, "min_target_size": 0}
     with pytest.raises(DafslError, match="another descriptor version"):
@@ -146,6 +208,9 @@ def test_auto_decision_classifier_and_its_log_line(cfg, tmp_path):
     line = similarity.format_decision(decision)
     for part in ("p=2", "distance", "similarity", "-> pretrained"):
         assert part in line
+    lo, hi = decision["similarity_interval"]
+    assert f"[{lo:.3f}, {hi:.3f}]" in line and lo <= hi
+    assert set(decision) >= {"similarity_interval", "confidence", "bootstrap", "undecided"}
 
 
 def test_auto_decision_detector_uses_the_zoo_descriptor(cfg, tmp_path, monkeypatch):
@@ -173,6 +238,7 @@ def test_cli_prints_distance_and_decision():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "p=1" in proc.stdout and "decision    fixed" in proc.stdout
+    assert "95% bootstrap interval" in proc.stdout
     bad = subprocess.run([sys.executable, "-m", "dafsl.similarity", "shapes_tiny",
                           "synthfaces_tiny", "--config", SMOKE, "--p", "0"],
                          capture_output=True, text=True, timeout=120)

@@ -74,6 +74,9 @@ class Distiller:
 
     views: int = 1  # augmented views of each image the data must provide
     needs_teacher: bool = False
+    # the label term's loss (logits, target) -> scalar when set (classifier.imbalance:
+    # logit-adjusted or balanced-softmax cross-entropy); else the class-weighted CE
+    criterion: nn.Module | None = None
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None = None,
                  class_weight: Tensor | None = None, **params):
@@ -87,6 +90,8 @@ class Distiller:
         self.class_weight = class_weight
 
     def cross_entropy(self, logits: Tensor, target: Tensor) -> Tensor:
+        if self.criterion is not None:
+            return self.criterion(logits, target)
         return F.cross_entropy(logits, target, weight=self.class_weight)
 
     @torch.no_grad()

@@ -105,6 +105,10 @@ def load_classifier(path: Path, device: torch.device | str = "cpu") -> tuple[nn.
     if missing:
         raise DafslError(f"{path}: not a classifier checkpoint (lacks '{missing[0]}')")
     model = build_classifier(ckpt["backbone"], len(ckpt["classes"]))
+    if f"{head_name(model)}.centre" in ckpt["model"]:  # classifier.imbalance: ncm
+        from dafsl.classifier.imbalance import install_ncm_head
+
+        install_ncm_head(model)
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as err:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from dafsl import engine, transfer
-from dafsl.classifier import system_eval
+from dafsl.classifier import imbalance, system_eval
 from dafsl.classifier.data import (FaceSet, classic_augmentation,
                                    crop_size_of, generated_faces, split_faces)
 from dafsl.classifier.distill import DISTILLERS, TeacherEnsemble, build_distiller
@@ -166,21 +166,19 @@ def run(ctx) -> StageResult:
     # -- model, teacher, method ------------------------------------------------
     seed_everything(seed)  # the same initialisation whatever the crops above cost in random numbers
     model, report, src_info = build_model(ctx, c["backbone"], ctx.mode, detector_path)
-    class_weight = None
-    if c["imbalance"] == "weighted_loss":
-        # inverse frequency, normalised so a balanced set gets weight 1 per class
-        class_weight = torch.as_tensor(counts.sum() / (len(classes) * np.maximum(counts, 1)),
-                                       dtype=torch.float32)
+    # classifier.imbalance: the label loss and sampling (dafsl/classifier/imbalance.py)
+    imb = imbalance.plan(c["imbalance"], counts, c["imbalance_params"])
     augment = classic_augmentation(seed) if c["augmentation"].endswith("classic") else None
 
     def make_trainer(stage: str, student, mode: str, distiller_name: str, teacher=None, params=None):
-        distiller = build_distiller(distiller_name, student, teacher, class_weight, **(params or {}))
+        distiller = build_distiller(distiller_name, student, teacher, None, **(params or {}))
+        distiller.criterion = imb.loss
         opt = torch.optim.AdamW(distiller.trainable_parameters(), lr=float(c["lr"]),
                                 weight_decay=float(c["weight_decay"]))
         return ClassifierTrainer(stage, distiller, opt, transfer.build_scheduler(opt, mode, ctx.cfg["transfer"]),
                                  train_set, faces["val"], classes, positive, seed=seed,
                                  batch_size=int(c["batch_size"]), input_size=int(c["input_size"]),
-                                 balanced=c["imbalance"] == "balanced_sampling",
+                                 balanced=imb.balanced,
                                  epoch_size=c["epoch_size"], augment=augment)
 
     teacher, teacher_info = None, {}
@@ -192,6 +190,11 @@ def run(ctx) -> StageResult:
     records = engine.fit(trainer, ctx.run, int(c["epochs"]), mode=ctx.mode, resume=ctx.resume,
                          extra={"augmentation": c["augmentation"],
                                                  "imbalance": c["imbalance"], "distill": c["distill"]})
+    # classifier.imbalance: post-hoc adjustment, cRT or NCM head (imbalance.finish_head)
+    head_info = imbalance.finish_head(
+        c["imbalance"], model, train_set, len(classes), params=c["imbalance_params"],
+        input_size=int(c["input_size"]), batch_size=int(c["batch_size"]), seed=seed,
+        epoch_size=c["epoch_size"], log=log.info)
     final_ckpt = stage_dir / "classifier_final.pt"
     save_classifier(model, final_ckpt, backbone=c["backbone"], classes=classes,
                     input_size=int(c["input_size"]), crop_size=size)
@@ -221,7 +224,8 @@ def run(ctx) -> StageResult:
     figures = {"trainable_params": report_d["trainable_params"], "frozen_params": report_d["frozen_params"],
                **src_info, **teacher_info,
                "backbone": c["backbone"], "crops": crops, "crop_size": size,
-               "augmentation": c["augmentation"], "imbalance": c["imbalance"], "distill": c["distill"],
+               "augmentation": c["augmentation"], "imbalance": c["imbalance"], **head_info,
+               "distill": c["distill"],
                "train_counts": dict(zip(classes, counts.tolist())), **gen_info,
                "crop_stats": crop_stats, "epochs": len(records),
                "crop_time_s": crop_time, "test_eval_time_s": eval_time,

@@ -156,11 +156,18 @@ def auto_table(decisions: Sequence[dict]) -> Table:
         if key in seen:
             continue
         seen.add(key)
+        sim = fmt(as_number(d.get("similarity")), 3)
+        interval = d.get("similarity_interval")  # bootstrap over the target's objects
+        if isinstance(interval, list) and len(interval) == 2:
+            sim += f" [{interval[0]:.3f}, {interval[1]:.3f}]"
         rows.append([d["stage"], d.get("source", "?"), d.get("target", "?"), d.get("p", "?"),
-                     fmt(as_number(d.get("distance")), 4), fmt(as_number(d.get("similarity")), 3),
+                     fmt(as_number(d.get("distance")), 4), sim,
                      d.get("target_size", "?"), d.get("mode", "?"), d.get("reason", "")])
     if not rows:
         rows = [["-", NOT_MEASURED, "", "", "", "", "", "", ""]]
     return Table("--kd auto: the decision per stage (seed 001, eq. 1)",
-                 ["stage", "source", "target", "p", "distance", "similarity", "target size", "mode",
-                  "reason"], rows)
+                 ["stage", "source", "target", "p", "distance", "similarity [interval]", "target size",
+                  "mode", "reason"], rows,
+                 ["[interval]: the bootstrap interval over the target's objects "
+                  "(similarity.confidence); a mode is chosen only when the whole interval is in its "
+                  "range, else the reason says 'undecided within noise' and gives the fallback."])
