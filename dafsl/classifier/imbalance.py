@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dafsl.classifier.data import epoch_order, to_input
-from dafsl.classifier.model import head_name
+from dafsl.classifier.model import NCMHead, head_name, install_ncm_head  # noqa: F401
 from dafsl.errors import DafslError
 
 # methods whose training phase is plain instance-balanced cross-entropy
@@ -167,21 +167,6 @@ def train_linear_head(features: Tensor, labels: np.ndarray, num_classes: int, *,
     return head.eval()
 
 
-class NCMHead(nn.Linear):
-    """SimpleShot's CL2N nearest-class-mean rule as a head: ``z = n(f - centre)``, then
-    ``score_c = 2 mu_c . z - |mu_c|^2 - 1 = -|z - mu_c|^2`` (``|z| = 1``)."""
-
-    def __init__(self, centre: Tensor, centroids: Tensor):
-        super().__init__(centroids.shape[1], centroids.shape[0])
-        self.register_buffer("centre", centre.clone().float())
-        with torch.no_grad():
-            self.weight.copy_(2 * centroids)
-            self.bias.copy_(-(centroids ** 2).sum(dim=1) - 1)
-
-    def forward(self, features: Tensor) -> Tensor:
-        return super().forward(F.normalize(features - self.centre, dim=1))
-
-
 def ncm_fit(features: Tensor, labels: np.ndarray, num_classes: int) -> tuple[Tensor, Tensor]:
     """(centre (D,), class means of the centred, normalised features (C, D))."""
     labels = torch.as_tensor(labels, dtype=torch.int64)
@@ -197,17 +182,6 @@ def ncm_scores(features: Tensor, centre: Tensor, centroids: Tensor) -> Tensor:
     """``-|| n(f - centre) - mu_c ||^2`` (N, C): higher is nearer."""
     z = F.normalize(features - centre, dim=1)
     return -torch.cdist(z, centroids) ** 2
-
-
-def install_ncm_head(model: nn.Module, centre: Tensor | None = None,
-                     centroids: Tensor | None = None) -> None:
-    """Replace the model's head by an :class:`NCMHead` (zeros when only its shape is
-    wanted, before a checkpoint's state is loaded)."""
-    name = head_name(model)
-    fc = getattr(model, name)
-    if centre is None:
-        centre, centroids = torch.zeros(fc.in_features), torch.zeros(fc.out_features, fc.in_features)
-    setattr(model, name, NCMHead(centre, centroids).to(fc.weight.device))
 
 
 def finish_head(method: str, model: nn.Module, train_set, num_classes: int, *, params: dict,

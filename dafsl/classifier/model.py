@@ -12,7 +12,8 @@ from pathlib import Path
 
 import timm
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from dafsl.errors import DafslError
 from dafsl.runs import load_checkpoint, save_checkpoint
@@ -98,6 +99,32 @@ def save_classifier(model: nn.Module, path: Path, *, backbone: str, classes: lis
                      "input_size": int(input_size), "crop_size": int(crop_size)}, path)
 
 
+class NCMHead(nn.Linear):
+    """SimpleShot's CL2N nearest-class-mean rule as a head: ``z = n(f - centre)``, then
+    ``score_c = 2 mu_c . z - |mu_c|^2 - 1 = -|z - mu_c|^2`` (``|z| = 1``)."""
+
+    def __init__(self, centre: Tensor, centroids: Tensor):
+        super().__init__(centroids.shape[1], centroids.shape[0])
+        self.register_buffer("centre", centre.clone().float())
+        with torch.no_grad():
+            self.weight.copy_(2 * centroids)
+            self.bias.copy_(-(centroids ** 2).sum(dim=1) - 1)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return super().forward(F.normalize(features - self.centre, dim=1))
+
+
+def install_ncm_head(model: nn.Module, centre: Tensor | None = None,
+                     centroids: Tensor | None = None) -> None:
+    """Replace the model's head by an :class:`NCMHead` (zeros when only its shape is
+    wanted, before a checkpoint's state is loaded)."""
+    name = head_name(model)
+    fc = getattr(model, name)
+    if centre is None:
+        centre, centroids = torch.zeros(fc.in_features), torch.zeros(fc.out_features, fc.in_features)
+    setattr(model, name, NCMHead(centre, centroids).to(fc.weight.device))
+
+
 def load_classifier(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild a classifier saved by :func:`save_classifier`; returns (model in eval mode, meta)."""
     ckpt = load_checkpoint(path)
@@ -106,8 +133,6 @@ def load_classifier(path: Path, device: torch.device | str = "cpu") -> tuple[nn.
         raise DafslError(f"{path}: not a classifier checkpoint (lacks '{missing[0]}')")
     model = build_classifier(ckpt["backbone"], len(ckpt["classes"]))
     if f"{head_name(model)}.centre" in ckpt["model"]:  # classifier.imbalance: ncm
-        from dafsl.classifier.imbalance import install_ncm_head
-
         install_ncm_head(model)
     try:
         model.load_state_dict(ckpt["model"])
