@@ -47,7 +47,13 @@ def test_smoke_run_writes_faces_manifest_summary_and_metrics(vanilla_run):
     assert [p.name for p in pngs] == manifest["images"]
     g = load_checkpoint(vanilla_run / outputs["generator"])
     assert g["resolution"] == 16 and "blocks.0.dense.weight" in g["model"]
-    assert (vanilla_run / "augmenter" / "real_vs_generated.png").is_file()
+    from dafsl.data import read_image
+
+    # 4 real crops (left) beside 4 generated faces (right), one row, 3x upscaled
+    side = read_image(vanilla_run / "augmenter" / "real_vs_generated.png")
+    h, w = side.shape[:2]
+    assert h % 3 == 0 and w > 2 * h
+    assert not np.array_equal(side[:, : w // 2 - 9], side[:, w - (w // 2 - 9):])
     assert sorted(p.name for p in (vanilla_run / "augmenter" / "samples").glob("*.png")) == [
         "epoch0002.png", "epoch0004.png", "epoch0005.png"]
     records = read_metrics(vanilla_run / "metrics.jsonl", "augmenter")

@@ -45,9 +45,13 @@ def test_stage_all_runs_the_chain(full_run):
     assert [r["epoch"] for r in records] == [0, 1]
     assert all("val_balanced_accuracy" in r and "val_confusion" in r for r in records)
     outputs = json.loads((out / "classifier" / "outputs.json").read_text())
-    assert (out / outputs["checkpoint"]).is_file()
+    from dafsl.classifier.model import load_classifier
+
+    model, meta = load_classifier(out / outputs["checkpoint"])
+    assert meta["classes"] == ["male", "female"] and meta["crop_size"] == 16
     assert (out / outputs["confusion_png"]).read_bytes()[:4] == b"\x89PNG"
-    assert (out / "classifier" / "system_eval" / "report.md").is_file()
+    system_md = (out / "classifier" / "system_eval" / "report.md").read_text()
+    assert f"(mean over classes with GT): {c['system_map50']:.4f}" in system_md
 
 
 def test_from_reuses_detector_and_augmenter_without_retraining(full_run, tmp_path):

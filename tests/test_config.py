@@ -50,10 +50,6 @@ def test_missing_and_invalid_config_files(tmp_path):
         load_config(broken)
 
 
-def test_default_config_is_the_schema_file():
-    assert DEFAULT_CONFIG.name == "default.yaml" and DEFAULT_CONFIG.is_file()
-
-
 # ---------------------------------------------------------------- value schema
 import copy  # noqa: E402
 import json  # noqa: E402
