@@ -61,7 +61,7 @@ def test_rows_and_upstream_plan(tmp_path):
 
 @pytest.mark.slow
 def test_quick_run_end_to_end(tmp_path):
-    """--quick, 3 rows, 1 seed (about 2 minutes on the shared 2-core CPU, zoo included)."""
+    """--quick, 3 rows, 1 seed: 1-2 minutes on the shared 2-core CPU (zoo build included)."""
     out = tmp_path / "imb"
     r = subprocess.run([sys.executable, str(REPO_ROOT / "pipelines" / "compare_imbalance.py"),
                         "--quick", "--rows", "none,balanced_sampling,gan", "--seeds", "1",

@@ -8,6 +8,9 @@ writes one per seed and mode); every ``metrics.jsonl`` or ``summary.json`` below
 counts. Each (run, stage) with metric records is one training, keyed by its stage,
 its mode and its seed. A stage or a figure that is missing reads "not measured".
 
+A ``compare_imbalance.json`` below a RUN_DIR (``pipelines/compare_imbalance.py``) adds
+its table and bar figure (:mod:`.imbalance`).
+
 Time is the engine's ``wall_clock_s``: cumulative training time of the stage,
 evaluation and zoo builds excluded (the paper does not count ImageNet training).
 
