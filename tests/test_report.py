@@ -273,3 +273,68 @@ def test_check_report_finds_a_broken_figure(tmp_path):
     with pytest.raises(SystemExit) as exc:
         check.main([str(tmp_path / "missing.html")])
     assert exc.value.code == 2
+
+
+def _imbalance_json(root):
+    """A tiny compare_imbalance.json: two rows, seeds 0 and 1, one failed run."""
+    def run(seed, ba, rec, val, probe=None, ok=True):
+        return {"seed": seed, "ok": ok, "error": None if ok else "boom", "balanced_accuracy": ba,
+                "recall": rec, "roc_auc": ba + 0.1, "system_map50": ba - 0.1, "probe_auc": probe,
+                "train_time_s": 10.0 + seed, "val_balanced_accuracy": val}
+    data = {"title": "Imbalance comparison", "command": "python pipelines/compare_imbalance.py --seeds 2",
+            "seeds": [0, 1], "positive": "female", "elapsed_s": 600.0,
+            "best_of_others": {"chosen": "crt", "candidates": {"none": 0.5, "crt": 0.6}},
+            "rows": [{"row": "crt", "label": "imbalance: crt", "uses_generated": False,
+                      "overrides": ["classifier.imbalance=crt"],
+                      "runs": [run(0, 0.50, 0.2, 0.6), run(1, 0.70, 0.4, 0.6)]},
+                     {"row": "gan", "label": "augmentation: gan", "uses_generated": True,
+                      "overrides": ["classifier.augmentation=gan"],
+                      "runs": [run(0, 0.65, 0.5, 0.5, probe=0.9), run(1, 0.99, 0.9, 0.5, ok=False)]}]}
+    (root / "compare_imbalance.json").write_text(json.dumps(data))
+    return data
+
+
+def test_imbalance_rows_statistics_and_noise(tmp_path):
+    from dafsl.report import imbalance
+
+    data = _imbalance_json(tmp_path)
+    crt, gan = (imbalance.row_stats(r) for r in data["rows"])
+    # by hand: crt 0.5, 0.7 -> mean 0.6, sample std sqrt(0.02) = 0.1414; gan: the failed run is left out
+    assert crt["balanced_accuracy"]["mean"] == pytest.approx(0.6)
+    assert crt["balanced_accuracy"]["std"] == pytest.approx(0.1414213562)
+    assert gan["balanced_accuracy"] == {"n": 1, "mean": 0.65, "std": 0.0, "min": 0.65, "max": 0.65}
+    assert crt["probe_auc"]["n"] == 0 and gan["probe_auc"]["mean"] == 0.9
+    # [0.459, 0.741] contains 0.65: within noise; a tight interval away from it is not
+    assert imbalance.within_noise(crt["balanced_accuracy"], gan["balanced_accuracy"]) is True
+    assert imbalance.within_noise({"n": 2, "mean": 0.9, "std": 0.01}, gan["balanced_accuracy"]) is False
+    notes, info = imbalance.noise_notes(data["rows"])
+    assert info["top"] == "gan" and info["within_noise_of_top"] == ["crt"]
+    assert info["gan_vs_best_other"]["difference"] == pytest.approx(0.05)
+    assert info["gan_vs_best_other"]["within_noise"] is None  # the gan row has one run: no spread
+    md = imbalance.markdown(data)
+    crt_line = next(line for line in md.splitlines() if line.startswith("| imbalance: crt"))
+    assert "0.600 ± 0.141 (n=2)" in crt_line and "n/a (no generated faces)" in crt_line
+    gan_line = next(line for line in md.splitlines() if line.startswith("| augmentation: gan"))
+    assert "(1 run(s) failed)" in gan_line and "| 0.650 |" in gan_line and "| 0.900 |" in gan_line
+    assert "uses crt" in md and "VALIDATION" in md
+
+
+def test_report_includes_compare_imbalance(tmp_path):
+    root = tmp_path / "imb"
+    write_run(root / "seed0" / "crt", 0,
+              [{"stage": "classifier", "mode": "pretrained", "epoch": 0, "wall_clock_s": 10.0,
+                "val_balanced_accuracy": 0.6}], {"classifier": {"mode": "pretrained"}})
+    _imbalance_json(root)
+    out = tmp_path / "report"
+    result = build_report([root], out)
+    assert result["imbalance"] == [str(root / "compare_imbalance.json")]
+    md = (out / "report.md").read_text()
+    assert "Imbalance comparison (imb)" in md and "0.600 ± 0.141 (n=2)" in md
+    assert "![imbalance comparison](compare_imbalance.png)" in md
+    assert (out / "compare_imbalance.png").read_bytes()[:4] == b"\x89PNG"
+    assert "Imbalance comparison (imb)" in (out / "report.html").read_text()
+    # without the file, no section and no stale figure
+    (root / "compare_imbalance.json").unlink()
+    result = build_report([root], out)
+    assert result["imbalance"] == [] and not (out / "compare_imbalance.png").exists()
+    assert "Imbalance comparison" not in (out / "report.md").read_text()

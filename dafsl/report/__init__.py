@@ -8,6 +8,9 @@ writes one per seed and mode); every ``metrics.jsonl`` or ``summary.json`` below
 counts. Each (run, stage) with metric records is one training, keyed by its stage,
 its mode and its seed. A stage or a figure that is missing reads "not measured".
 
+A ``compare_imbalance.json`` below a RUN_DIR (``pipelines/compare_imbalance.py``) adds
+its table and bar figure (:mod:`.imbalance`).
+
 Time is the engine's ``wall_clock_s``: cumulative training time of the stage,
 evaluation and zoo builds excluded (the paper does not count ImageNet training).
 
@@ -96,6 +99,28 @@ def _data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
+def _imbalance_sections(paths: Sequence[str | Path], out: Path, md: list[str],
+                        body: list[str]) -> list[str]:
+    """Each ``compare_imbalance.json`` below ``paths`` (pipelines/compare_imbalance.py):
+    its table and bar figure, appended to ``md`` and ``body``; returns the files used."""
+    from dafsl.report import imbalance
+
+    found = imbalance.find(paths)
+    for stale in out.glob("compare_imbalance*.png"):
+        stale.unlink()  # a rebuild must not show an old figure
+    for i, path in enumerate(found):
+        data = imbalance.load(path)
+        table = imbalance.imbalance_table(data)
+        table.title += f" ({path.parent.name})"
+        fig = out / (f"compare_imbalance_{i}.png" if len(found) > 1 else imbalance.FIGURE)
+        md.append(table.markdown())
+        body.append(table.html())
+        if imbalance.plot_imbalance(data, fig):
+            md.append(f"![imbalance comparison]({fig.name})\n")
+            body.append(f"<img alt='imbalance comparison' src='{_data_uri(fig)}'>")
+    return [str(p) for p in found]
+
+
 CSS = ("body{font-family:sans-serif;max-width:1150px;margin:1em auto;color:#222}"
        "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #bbb;padding:3px 7px;"
        "font-size:13px;text-align:left}th{background:#eee}img{max-width:100%;border:1px solid #ddd}"
@@ -146,6 +171,7 @@ def build_report(paths: Sequence[str | Path], out_dir: str | Path,
             md.append(f"![{caption}]({path.name})\n\n{note}\n")
             body.append(f"<img alt='{html.escape(caption)}' src='{_data_uri(path)}'>"
                         f"<p class='notes'>{html.escape(note)}</p>")
+    imbalance = _imbalance_sections(paths, out, md, body)
     md.append("### Stage figures (GAN samples, confusion matrices, PR curves)\n")
     body.append("<h3>Stage figures (GAN samples, confusion matrices, PR curves)</h3><div class='gallery'>")
     for caption, path in gallery:
@@ -164,7 +190,7 @@ def build_report(paths: Sequence[str | Path], out_dir: str | Path,
         f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>\n", encoding="utf-8")
     result = {"run_dirs": [str(d) for d in run_dirs], "checks": checks, "time_to_target": ttt,
               "auto": decisions, "figures": [str(p) for _, p, _ in figs if p is not None],
-              "gallery": [str(p) for _, p in gallery],
+              "gallery": [str(p) for _, p in gallery], "imbalance": imbalance,
               "tables": {k: {"header": t.header, "rows": t.rows} for k, t in tables.items()}}
     atomic_write_json(out / "report.json", result)
     return result
