@@ -403,9 +403,26 @@ def _spread_identities(slots: np.ndarray, scene_of: np.ndarray, per: int, rng: n
                 break
 
 
+def _per_identity(value: int | dict | None, few_shot: bool) -> tuple[int, int]:
+    """(male, female) faces per identity from ``render_split``'s ``faces_per_identity``."""
+    if value is None:
+        return (2, 1 if few_shot else 2)
+    if isinstance(value, dict):
+        unknown = set(value) - set(CLASSES)
+        if unknown:
+            raise DafslError(f"render_split: faces_per_identity has unknown class {sorted(unknown)[0]!r} "
+                             f"(known: {', '.join(CLASSES)})")
+        per = tuple(value.get(c, _per_identity(None, few_shot)[i]) for i, c in enumerate(CLASSES))
+    else:
+        per = (value, value)
+    if any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in per):
+        raise DafslError(f"render_split: faces_per_identity must be ints >= 1, got {value!r}")
+    return int(per[0]), int(per[1])
+
+
 def render_split(seed_start: int, count: int, *, female_faces: int | None = None,
                  female_fraction: float | None = None, identity_start: int,
-                 params: dict | None = None, faces_per_identity: int = 2
+                 params: dict | None = None, faces_per_identity: int | dict | None = None
                  ) -> Iterator[tuple[int, np.ndarray, list[dict]]]:
     """Yield ``(scene_seed, image, annotations)`` for seeds ``seed_start .. seed_start + count - 1``.
 
@@ -415,12 +432,17 @@ def render_split(seed_start: int, count: int, *, female_faces: int | None = None
     faces of each gender are grouped ``faces_per_identity`` at a time into identities (one
     identity never spans both genders, and is kept out of repeating within a scene); ids lie in
     ``identity_start .. identity_start + identity_span(count) - 1`` (``count * max_faces``).
+    ``faces_per_identity`` is an int (both genders) or ``{"male": k, "female": k}``; the
+    default ``None`` is 2 per identity, except that in a ``female_faces`` split every female
+    face is its own identity: the few shots are that many different people, not k views
+    of fewer people.
     """
     p = _params(params)
     if (female_faces is None) == (female_fraction is None):
         raise DafslError("render_split: give exactly one of female_faces or female_fraction")
-    if faces_per_identity < 1 or identity_start < 0:
-        raise DafslError("render_split: faces_per_identity must be >= 1 and identity_start >= 0")
+    per = _per_identity(faces_per_identity, few_shot=female_faces is not None)
+    if identity_start < 0:
+        raise DafslError("render_split: identity_start must be >= 0")
     seeds = range(int(seed_start), int(seed_start) + int(count))
     counts = np.array([face_count(s, p) for s in seeds], dtype=np.int64)
     total = int(counts.sum())
@@ -440,8 +462,8 @@ def render_split(seed_start: int, count: int, *, female_faces: int | None = None
     next_id = 0
     for female in (False, True):
         slots = rng.permutation(np.flatnonzero(is_female == female))
-        _spread_identities(slots, scene_of, faces_per_identity, rng)
-        group = np.arange(len(slots)) // faces_per_identity
+        _spread_identities(slots, scene_of, per[int(female)], rng)
+        group = np.arange(len(slots)) // per[int(female)]
         ids[slots] = next_id + group
         next_id += int(group[-1]) + 1 if len(slots) else 0
     first = np.concatenate([[0], np.cumsum(counts)])
