@@ -24,9 +24,10 @@ from dafsl.classifier.data import (AUGMENTATIONS, IMBALANCE, FaceSet, classic_au
                                    generated_faces, split_faces)
 from dafsl.classifier.distill import DISTILLERS, TeacherEnsemble, build_distiller
 from dafsl.classifier.metrics import classification_metrics, plot_confusion
-from dafsl.classifier.model import (backbone_prefixes, build_classifier, frozen_modules,
-                                    load_classifier, save_classifier)
-from dafsl.classifier.trainer import ClassifierTrainer, predict_probs
+from dafsl.classifier.model import (STEMS, adapt_stem, backbone_prefixes, build_classifier,
+                                    frozen_modules, load_classifier, save_classifier)
+from dafsl.classifier.trainer import (LR_SCHEDULES, ClassifierTrainer, classifier_scheduler,
+                                      predict_probs)
 from dafsl.data import load_split
 from dafsl.errors import DafslError
 from dafsl.pipeline import write_outputs
@@ -39,7 +40,8 @@ CROP_SOURCES = ("auto", "detector", "gt")
 def check_config(c: dict) -> None:
     """One-line errors for values the YAML types cannot catch."""
     for key, allowed in (("augmentation", AUGMENTATIONS), ("imbalance", IMBALANCE),
-                         ("crops", CROP_SOURCES), ("distill", tuple(DISTILLERS))):
+                         ("crops", CROP_SOURCES), ("distill", tuple(DISTILLERS)),
+                         ("stem", STEMS), ("lr_schedule", LR_SCHEDULES)):
         if c[key] not in allowed:
             raise DafslError(f"classifier.{key}: expected one of {', '.join(allowed)}, got {c[key]!r}")
     for key in ("epochs", "batch_size", "crop_size", "input_size"):
@@ -95,8 +97,9 @@ def source_state(ctx, detector_path: Path | None) -> tuple[dict, dict]:
 
 def build_model(ctx, backbone: str, mode: str, detector_path: Path | None, log):
     """A classifier with ``mode`` applied; returns (model, TransferReport, source info)."""
-    model = build_classifier(backbone, len(ctx.split_info["counts"]))
+    model = build_classifier(backbone, len(ctx.split_info["counts"]), ctx.cfg[STAGE]["stem"])
     state, info = (None, {"source": None}) if mode == "vanilla" else source_state(ctx, detector_path)
+    state = adapt_stem(model, state) if state is not None else None
     report = transfer.apply_mode(model, mode, source_state=state,
                                  frozen=frozen_modules(model, mode, int(ctx.cfg["transfer"]["freeze_at"])),
                                  required=backbone_prefixes(model) if state is not None else (),
@@ -216,7 +219,7 @@ def _run(ctx) -> dict:
         distiller = build_distiller(distiller_name, student, teacher, class_weight, **(params or {}))
         opt = torch.optim.AdamW(distiller.trainable_parameters(), lr=float(c["lr"]),
                                 weight_decay=float(c["weight_decay"]))
-        return ClassifierTrainer(stage, distiller, opt, transfer.build_scheduler(opt, mode, ctx.cfg["transfer"]),
+        return ClassifierTrainer(stage, distiller, opt, classifier_scheduler(opt, mode, ctx.cfg, len(train_set)),
                                  train_set, faces["val"], classes, positive, seed=seed,
                                  batch_size=int(c["batch_size"]), input_size=int(c["input_size"]),
                                  balanced=c["imbalance"] == "balanced_sampling",
@@ -233,7 +236,7 @@ def _run(ctx) -> dict:
                                                  "imbalance": c["imbalance"], "distill": c["distill"]})
     final_ckpt = stage_dir / "classifier_final.pt"
     save_classifier(model, final_ckpt, backbone=c["backbone"], classes=classes,
-                    input_size=int(c["input_size"]), crop_size=int(c["crop_size"]))
+                    input_size=int(c["input_size"]), crop_size=int(c["crop_size"]), stem=c["stem"])
 
     # -- score -----------------------------------------------------------------
     t0 = time.perf_counter()
@@ -300,7 +303,7 @@ def build_teacher(ctx, make_trainer, detector_path: Path | None, log):
                          quiet=ctx.quiet)
     path = ctx.run.stage_dir(STAGE) / "teacher_final.pt"
     save_classifier(teacher, path, backbone=t["backbone"], classes=list(ctx.split_info["counts"]),
-                    input_size=int(c["input_size"]), crop_size=int(c["crop_size"]))
+                    input_size=int(c["input_size"]), crop_size=int(c["crop_size"]), stem=c["stem"])
     last = records[-1] if records else {}
     return teacher, {"teacher": str(path), "teacher_backbone": t["backbone"],
                      "teacher_train_time_s": float(last.get("wall_clock_s", 0.0)),

@@ -31,7 +31,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "size": 128,                        # square image side in px
     "min_faces": 1,
     "max_faces": 3,
-    "face_size": (20 / 128, 60 / 128),  # box's longer side as a fraction of the image side
+    "face_size": (24 / 128, 60 / 128),  # box's longer side as a fraction of the image side
     "rotation_deg": 20.0,               # in-plane rotation, uniform in +-this
     "max_face_iou": 0.3,
     "hard_negatives": (0, 2),           # face-like non-faces, unannotated
@@ -222,7 +222,7 @@ def _draw_face(img: np.ndarray, look: dict[str, float], geo: dict, m: np.ndarray
         poly(_ellipse(0.0, 0.82 * b, 0.24 * a, 0.17 * b), hair)
     # Lips: size and saturation are cues; the colour moves from skin-like to saturated red.
     lip, sat = look["lip_size"], look["lip_saturation"]
-    my, hw, hh = 0.56 * b, a * (0.16 + 0.18 * lip), b * (0.03 + 0.08 * lip)
+    my, hw, hh = 0.56 * b, a * (0.18 + 0.22 * lip), b * (0.04 + 0.11 * lip)
     lip_col = skin * [0.85, 0.68, 0.68] + sat * (np.array([205.0, 35, 70]) * light - skin * [0.85, 0.68, 0.68])
     poly(_ellipse(0.0, my, hw, hh), lip_col)
     smile = rng.uniform(-0.02, 0.06) * b
@@ -232,7 +232,7 @@ def _draw_face(img: np.ndarray, look: dict[str, float], geo: dict, m: np.ndarray
               [0.32 * a, 0.56 * b], [0.15 * a, 0.48 * b], [0, 0.47 * b], [-0.15 * a, 0.48 * b]], hair)
     gaze = rng.uniform(-0.04, 0.04, 2) * [a, b]
     eye_c = _EYES[int(look["eye_color"])]
-    brow = b * (0.035 + 0.13 * look["brow_thickness"])
+    brow = b * (0.05 + 0.17 * look["brow_thickness"])
     bx = np.linspace(0.12 * a, 0.62 * a, 7)
     arch = -0.33 * b - 0.05 * b * np.sin(np.pi * (bx - 0.12 * a) / (0.5 * a))
     for sx in (-1, 1):
@@ -246,8 +246,8 @@ def _draw_face(img: np.ndarray, look: dict[str, float], geo: dict, m: np.ndarray
     if look["earrings"]:
         metal = np.array([232.0, 192, 60] if rng.random() < 0.6 else [214, 214, 220])
         for sx in (-1, 1):
-            line([[sx * 1.0 * a, 0.18 * b], [sx * 1.0 * a, 0.28 * b]], metal * 0.8, 0.03)
-            poly(_ellipse(sx * 1.0 * a, 0.34 * b, 0.09 * a, 0.09 * a), metal * light)
+            line([[sx * 1.0 * a, 0.18 * b], [sx * 1.0 * a, 0.28 * b]], metal * 0.8, 0.05)
+            poly(_ellipse(sx * 1.0 * a, 0.36 * b, 0.14 * a, 0.14 * a), metal * light)
     if look["glasses"]:
         frame = np.array(random_color(rng, 0, 90), float)
         for sx in (-1, 1):
