@@ -36,9 +36,9 @@ from dafsl.errors import exit_on_error  # noqa: E402
 from dafsl.synth.faces import CLASSES, bayes_accuracy  # noqa: E402
 
 
-def crops(manifest: str, size: int, margin: float, quiet: bool) -> dict:
+def crops(manifest: str, size: int, margin: float) -> dict:
     """{split: FaceSet} of every annotated face, cut at its annotated box."""
-    return {s: split_faces(load_split(manifest, s, quiet=quiet), CLASSES, size, margin)[0]
+    return {s: split_faces(load_split(manifest, s, quiet=True), CLASSES, size, margin)[0]
             for s in ("train", "val", "test")}
 
 
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     a.input_size = a.input_size or a.crop_size
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
-    faces = crops(a.manifest, a.crop_size, a.margin, a.quiet)
+    faces = crops(a.manifest, a.crop_size, a.margin)
     counts = {s: np.bincount(f.labels, minlength=2).tolist() for s, f in faces.items()}
     print(f"faces (male, female): {counts}; crops in {time.perf_counter() - t0:.0f}s", flush=True)
     runs = [train_one(faces, seed, a) for seed in a.seeds]

@@ -7,7 +7,7 @@ lighting, blur, noise, JPEG, clutter, hard negatives) drawn from the scene seed.
 The gender cues are weak and overlapping on purpose: each is a simple
 class-conditional Beta or Bernoulli distribution (see ``BETA_CUES`` and
 ``BERNOULLI_CUES``), so the exact class posterior is known and
-:func:`bayes_accuracy` gives the ceiling any classifier can reach (~0.90). The
+:func:`bayes_accuracy` gives the ceiling any classifier can reach (~0.93). The
 renderer maps every cue monotonically onto the drawing (longer hair is drawn
 longer, a wider jaw is drawn wider, ...), so a CNN can in principle learn them.
 """
@@ -45,13 +45,13 @@ DEFAULT_PARAMS: dict[str, Any] = {
 }
 
 # Class-conditional cue distributions, index 0 = male, 1 = female. Sized so that
-# each cue alone gives 55-75% accuracy and all together ~90% (see bayes_accuracy).
+# each cue alone gives 55-77% accuracy and all together ~93% (see bayes_accuracy).
 BETA_CUES: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
-    "hair_length": ((2.5, 4.0), (4.0, 2.5)),
-    "jaw_width": ((5.0, 3.5), (3.5, 5.0)),
-    "brow_thickness": ((5.0, 3.5), (3.5, 5.0)),
-    "lip_size": ((4.0, 4.5), (4.5, 4.0)),
-    "lip_saturation": ((3.0, 4.0), (4.0, 3.0)),
+    "hair_length": ((2.3, 4.0), (4.0, 2.3)),
+    "jaw_width": ((5.0, 3.2), (3.2, 5.0)),
+    "brow_thickness": ((5.0, 3.2), (3.2, 5.0)),
+    "lip_size": ((4.0, 4.8), (4.8, 4.0)),
+    "lip_saturation": ((3.0, 4.2), (4.2, 3.0)),
 }
 BERNOULLI_CUES: dict[str, tuple[float, float]] = {
     "earrings": (0.10, 0.40),
@@ -161,8 +161,8 @@ def _head_geometry(look: dict[str, float]) -> dict[str, np.ndarray]:
     jaw, hl = look["jaw_width"], look["hair_length"]
     lower = np.clip(s, 0, None)
     # Narrow jaw: the lower face tapers to a pointed chin; wide jaw: squarer, wider chin.
-    taper = 1 - (0.65 - 0.55 * jaw) * lower ** 2
-    squ = np.sign(c) * np.abs(c) ** (1 - 0.6 * jaw * lower)
+    taper = 1 - (0.75 - 0.7 * jaw) * lower ** 2
+    squ = np.sign(c) * np.abs(c) ** (1 - 0.75 * jaw * lower)
     head = np.stack([a * squ * taper, b * s], 1)
     # Hair behind the head: a cap that grows into a curtain reaching lower with hair_length.
     y_end = max(0.0, b * (-0.1 + 1.55 * hl))
@@ -241,7 +241,7 @@ def _draw_face(img: np.ndarray, look: dict[str, float], geo: dict, m: np.ndarray
         poly(_ellipse(ex + gaze[0], ey + gaze[1], 0.085 * b, 0.085 * b), eye_c * light)
         poly(_ellipse(ex + gaze[0], ey + gaze[1], 0.04 * b, 0.04 * b), np.array([10.0, 10, 10]))
         poly(np.concatenate([np.stack([sx * bx, arch - brow / 2], 1),
-                             np.stack([sx * bx, arch + brow / 2], 1)[::-1]]), hair * 0.6)
+                             np.stack([sx * bx, arch + brow / 2], 1)[::-1]]), hair * 0.45)
     poly(geo["front"], hair)
     if look["earrings"]:
         metal = np.array([232.0, 192, 60] if rng.random() < 0.6 else [214, 214, 220])
