@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--margin", type=float, default=0.1, help="classifier.crop_margin")
     ap.add_argument("--backbone", default="resnet18")
     ap.add_argument("--stem", default="small", choices=STEMS)
-    ap.add_argument("--steps", type=int, default=600, help="optimiser steps")
+    ap.add_argument("--steps", type=int, default=400, help="optimiser steps")
     ap.add_argument("--warmup", type=int, default=30, help="linear warm-up steps")
     ap.add_argument("--eval-every", type=int, default=100, help="steps between validation scores")
     ap.add_argument("--batch-size", type=int, default=64)

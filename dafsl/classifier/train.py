@@ -219,7 +219,8 @@ def _run(ctx) -> dict:
         distiller = build_distiller(distiller_name, student, teacher, class_weight, **(params or {}))
         opt = torch.optim.AdamW(distiller.trainable_parameters(), lr=float(c["lr"]),
                                 weight_decay=float(c["weight_decay"]))
-        return ClassifierTrainer(stage, distiller, opt, classifier_scheduler(opt, mode, ctx.cfg, len(train_set)),
+        sched = classifier_scheduler(opt, mode, ctx.cfg, len(train_set), teacher=stage != STAGE)
+        return ClassifierTrainer(stage, distiller, opt, sched,
                                  train_set, faces["val"], classes, positive, seed=seed,
                                  batch_size=int(c["batch_size"]), input_size=int(c["input_size"]),
                                  balanced=c["imbalance"] == "balanced_sampling",

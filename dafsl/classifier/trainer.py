@@ -15,6 +15,7 @@ from dafsl.classifier.data import EpochBatches, FaceSet, epoch_order, to_input
 from dafsl.classifier.distill import Distiller
 from dafsl.classifier.metrics import classification_metrics
 from dafsl.engine import SingleModelState
+from dafsl.errors import DafslError
 from dafsl.transfer import build_scheduler, cosine_decay
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -22,14 +23,17 @@ FEATURE_VIEWS = 4  # fixed mode: each face's features, unaugmented + 3 augmented
 
 
 def classifier_scheduler(optimizer: torch.optim.Optimizer, mode: str, cfg: dict,
-                         train_size: int) -> torch.optim.lr_scheduler.LambdaLR:
+                         train_size: int, teacher: bool = False) -> torch.optim.lr_scheduler.LambdaLR:
     """The per-step schedule of ``classifier.lr_schedule``: ``cosine`` = linear warm-up over
-    ``classifier.warmup_steps`` then cosine decay to 5 % at the last step; ``constant`` = 1.
+    ``classifier.warmup_steps`` then cosine decay to 5 % at the last step of
+    ``classifier.epochs`` (``classifier.teacher.epochs`` for a ``teacher``); ``constant`` = 1.
     The ``pretrained`` mode's own warm-up and ``lr_factor`` (transfer section) apply on top,
     so its classifier warm-up is skipped."""
     c = cfg["classifier"]
     batches = EpochBatches.count(int(c["epoch_size"] or train_size), int(c["batch_size"]))
-    total = int(c["epochs"]) * batches
+    total = int(c["teacher"]["epochs"] if teacher else c["epochs"]) * batches
+    if int(c["warmup_steps"]) < 0:
+        raise DafslError(f"classifier.warmup_steps must be >= 0, got {c['warmup_steps']}")
     base = None
     if c["lr_schedule"] == "cosine":
         base = cosine_decay(total, warmup=0 if mode == "pretrained" else int(c["warmup_steps"]))
