@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from dafsl import transfer
-from dafsl.classifier.data import FaceSet
+from dafsl.classifier.data import FaceSet, classic_augmentation
 from dafsl.classifier.distill import build_distiller
 from dafsl.classifier.model import (adapt_stem, backbone_blocks, backbone_prefixes,
                                     build_classifier, frozen_modules, load_classifier,
                                     save_classifier)
-from dafsl.classifier.trainer import ClassifierTrainer, classifier_scheduler
+from dafsl.classifier.trainer import FEATURE_VIEWS, ClassifierTrainer, classifier_scheduler
 from dafsl.errors import DafslError
 
 
@@ -189,3 +189,10 @@ def test_fixed_mode_trains_the_head_on_cached_features_like_the_full_path():
         heads.append(model.fc.weight.detach().clone())
     assert not torch.equal(heads[0], torch.zeros_like(heads[0]))
     assert torch.allclose(heads[0], heads[1], atol=1e-5)
+    # with classic augmentation: the clean view plus FEATURE_VIEWS - 1 augmented ones, seed 0 too
+    trainer = ClassifierTrainer("classifier", method, opt, trainer.scheduler, faces, faces,
+                                ["male", "female"], "female", seed=0, batch_size=8, input_size=16,
+                                balanced=True, epoch_size=32, augment=classic_augmentation(0))
+    batch = trainer.batches(0)[0]
+    assert trainer.features.shape == (FEATURE_VIEWS, 24, 512) and batch["feature"].shape == (8, 512)
+    assert not torch.allclose(trainer.features[0], trainer.features[1])

@@ -102,7 +102,7 @@ class ClassifierTrainer(SingleModelState):
         if self.head_only:
             if self.features is None:
                 if self.augment is not None:
-                    self.augment.set_random_seed(self.seed * 1000 - 1)
+                    self.augment.set_random_seed(self.seed * 1000 + 999)  # no epoch uses it
                 self.features = frozen_features(self.model, self.train.images, self.input_size,
                                                 self.augment, FEATURE_VIEWS)
             order = epoch_order(self.train.labels, epoch, self.seed, balanced=self.balanced,
