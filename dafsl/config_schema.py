@@ -31,6 +31,7 @@ DETECTOR_BACKBONES = ("resnet10", "resnet18", "resnet34", "resnet50", "resnet101
 FPN_LAYERS = ("layer1", "layer2", "layer3", "layer4")
 CROP_SOURCES = ("auto", "detector", "gt")
 AUGMENTATIONS = ("none", "classic", "gan", "gan+classic")
+CLASSIFIER_STEMS = ("imagenet", "small", "cifar")
 IMBALANCE = ("none", "balanced_sampling", "weighted_loss", "logit_adjustment",
              "logit_adjustment_posthoc", "balanced_softmax", "crt", "ncm")  # classifier/imbalance.py
 DISTILLERS = ("none", "hinton")
@@ -299,7 +300,10 @@ SCHEMA: dict[str, Rule] = {
     "classifier.backbone": TimmModel(("resnet10",)),
     "classifier.source": Source(*CLASSIFIER_SOURCES),
     "classifier.zoo_entry": Text(),            # the names live in dafsl.zoo (not a leaf)
-    "classifier.crop_size": Nullable(COUNT),   # and a cross rule: = augmenter.resolution
+    "classifier.crop_size": Nullable(COUNT),
+    "classifier.stem": Choice(*CLASSIFIER_STEMS),
+    "classifier.lr_schedule": Choice(*LR_SCHEDULES),
+    "classifier.warmup_steps": COUNT0,   # and a cross rule: = augmenter.resolution
     **{f"classifier.{k}": COUNT for k in ("input_size", "epochs", "batch_size")},
     "classifier.augmentation": Choice(*AUGMENTATIONS),
     "classifier.generated_count": Nullable(COUNT0),

@@ -244,10 +244,13 @@ def build_scheduler(optimizer: torch.optim.Optimizer, mode: str, transfer_cfg: d
     return torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
 
 
-def cosine_decay(total_steps: int, final: float = 0.05) -> Callable[[int], float]:
-    """Cosine decay from 1 to ``final`` over ``total_steps`` (flat at ``final`` after)."""
+def cosine_decay(total_steps: int, final: float = 0.05, warmup: int = 0) -> Callable[[int], float]:
+    """Linear warm-up over ``warmup`` steps (from 1/warmup to 1), then cosine decay from 1 to
+    ``final`` at ``total_steps`` (flat at ``final`` after)."""
     def f(step: int) -> float:
-        t = min(1.0, step / max(1, total_steps))
+        if step < warmup:
+            return (step + 1) / warmup
+        t = min(1.0, (step - warmup) / max(1, total_steps - warmup))
         return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * t))
     return f
 

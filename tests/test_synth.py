@@ -109,6 +109,31 @@ def test_split_balanced_fraction_and_disjoint_ranges():
     assert not ids_val & ids_test
 
 
+def test_default_train_split_shots_are_distinct_identities(monkeypatch):
+    """The default manifest's 10 Dlack (female) training faces are 10 different people."""
+    from dafsl.manifest import load_manifest
+
+    spec = {k: v for k, v in load_manifest("synthfaces").raw["splits"]["train"].items() if k != "description"}
+    # the identity plan is made before rendering: skip the drawing, keep the (gender, id) slots
+    monkeypatch.setattr(faces, "render_scene", lambda seed, slots, p: (None, slots))
+    slots = [s for _, _, scene in faces.render_split(**spec) for s in scene]
+    female = [i for g, i in slots if g == "female"]
+    male = [i for g, i in slots if g == "male"]
+    assert len(female) == 10 and len(set(female)) == 10
+    assert len(set(male)) == -(-len(male) // 2)  # male identities still come in pairs
+    assert not set(female) & set(male)
+    # the function's own default agrees, and an explicit 2 brings the pairs back
+    plain = {k: v for k, v in spec.items() if k != "faces_per_identity"}
+    assert [s for _, _, sc in faces.render_split(**plain) for s in sc] == slots
+    paired = [i for _, _, sc in faces.render_split(**plain, faces_per_identity=2)
+              for g, i in sc if g == "female"]
+    assert len(set(paired)) == 5
+    with pytest.raises(DafslError, match="faces_per_identity"):
+        faces.render_split(**plain, faces_per_identity={"robot": 1})
+    with pytest.raises(DafslError, match="faces_per_identity"):
+        faces.render_split(**plain, faces_per_identity=0)
+
+
 def test_split_rejects_impossible_female_count():
     with pytest.raises(DafslError, match="female_faces"):
         faces.render_split(0, 2, female_faces=100, identity_start=0)

@@ -174,8 +174,13 @@ class EpochBatches:
         self.augment, self.views = augment, views
 
     def __len__(self) -> int:
-        # a last batch of one sample would break BatchNorm in train mode: it is dropped
-        full, rest = divmod(len(self.order), self.batch_size)
+        return self.count(len(self.order), self.batch_size)
+
+    @staticmethod
+    def count(samples: int, batch_size: int) -> int:
+        """Batches in an epoch of ``samples``: a last batch of one sample would break
+        BatchNorm in train mode, so it is dropped."""
+        full, rest = divmod(samples, batch_size)
         return full + (rest > 1)
 
     def _view(self, idx: np.ndarray) -> torch.Tensor:

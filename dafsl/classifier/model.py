@@ -15,27 +15,63 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dafsl.config_schema import CLASSIFIER_STEMS
 from dafsl.errors import DafslError
 from dafsl.runs import load_checkpoint, save_checkpoint
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# classifier.stem: "imagenet" = the backbone's own stem (resnet: 7x7 stride-2 conv + max-pool,
+# a 32 px face is 8x8 after it); "small" = 3x3 stride-1 conv + the max-pool (16x16);
+# "cifar" = 3x3 stride-1 conv, no max-pool (32x32, as CIFAR ResNets; ~3x slower than small)
+STEMS = CLASSIFIER_STEMS
 
 
-def build_classifier(backbone: str, num_classes: int = 2) -> nn.Module:
+def build_classifier(backbone: str, num_classes: int = 2, stem: str = "imagenet") -> nn.Module:
     """A randomly initialised timm model ``backbone`` with a ``num_classes`` head.
 
     Input (B, 3, H, W) normalised with ImageNet mean/std; output logits (B, num_classes).
     ``resnet10`` is resnet18 with one block per stage (the detector's tiny backbone).
+    ``stem`` (:data:`STEMS`) swaps a ResNet's ``conv1`` (and ``maxpool``) for small inputs.
     Weights are never downloaded here (:func:`dafsl.transfer.resolve_source` reads caches).
     """
+    if stem not in STEMS:
+        raise DafslError(f"classifier.stem: expected one of {', '.join(STEMS)}, got {stem!r}")
     kwargs = {}
     if backbone == "resnet10":  # one BasicBlock per stage, as the detector's smoke backbone
         backbone, kwargs = "resnet18", {"layers": [1, 1, 1, 1]}
     try:
-        return timm.create_model(backbone, pretrained=False, num_classes=num_classes, **kwargs)
+        model = timm.create_model(backbone, pretrained=False, num_classes=num_classes, **kwargs)
     except RuntimeError as err:  # timm: "Unknown model (...)"
         raise DafslError(f"classifier.backbone: {str(err).splitlines()[0]}") from None
+    if stem != "imagenet":
+        conv1 = getattr(model, "conv1", None)
+        if not isinstance(conv1, nn.Conv2d) or not isinstance(getattr(model, "maxpool", None), nn.Module):
+            raise DafslError(f"classifier.stem {stem}: needs a ResNet-like backbone with conv1 "
+                             f"and maxpool, {backbone} has none")
+        model.conv1 = nn.Conv2d(conv1.in_channels, conv1.out_channels, 3, 1, 1, bias=False)
+        if stem == "cifar":
+            model.maxpool = nn.Identity()
+    return model
+
+
+def adapt_stem(model: nn.Module, state: dict) -> dict:
+    """``state`` with its ``conv1.weight`` resized to ``model``'s kernel when only the kernel
+    size differs (a 7x7 stride-2 source into a 3x3 stride-1 ``small``/``cifar`` stem).
+
+    The kernel is area-resampled and rescaled to keep its sum: on a 32 px crop, the
+    stride-1 3x3 filter then responds as the source's 7x7 one did on the crop upsampled
+    twice, so ``fixed``/``finetune``/``pretrained`` keep the source's first-layer features.
+    Any other mismatch is left to :func:`dafsl.transfer.load_matching` to report.
+    """
+    src, here = state.get("conv1.weight"), model.state_dict().get("conv1.weight")
+    if not isinstance(src, torch.Tensor) or here is None or src.shape == here.shape \
+            or src.shape[:2] != here.shape[:2]:
+        return state
+    k = here.shape[-2:]
+    w = torch.nn.functional.interpolate(src.float(), size=tuple(k), mode="area")
+    w = w * (src.shape[-1] * src.shape[-2]) / (k[0] * k[1])
+    return {**state, "conv1.weight": w.to(src.dtype)}
 
 
 def head_name(model: nn.Module) -> str:
@@ -93,10 +129,12 @@ def backbone_prefixes(model: nn.Module) -> list[str]:
 
 
 def save_classifier(model: nn.Module, path: Path, *, backbone: str, classes: list[str],
-                    input_size: int, crop_size: int) -> None:
-    """Write the final classifier: {"model", "backbone", "classes", "input_size", "crop_size"}."""
-    save_checkpoint({"model": model.state_dict(), "backbone": backbone, "classes": list(classes),
-                     "input_size": int(input_size), "crop_size": int(crop_size)}, path)
+                    input_size: int, crop_size: int, stem: str = "imagenet") -> None:
+    """Write the final classifier: {"model", "backbone", "stem", "classes", "input_size",
+    "crop_size"}."""
+    save_checkpoint({"model": model.state_dict(), "backbone": backbone, "stem": stem,
+                     "classes": list(classes), "input_size": int(input_size),
+                     "crop_size": int(crop_size)}, path)
 
 
 class NCMHead(nn.Linear):
@@ -131,7 +169,7 @@ def load_classifier(path: Path, device: torch.device | str = "cpu") -> tuple[nn.
     missing = [k for k in ("model", "backbone", "classes") if k not in ckpt]
     if missing:
         raise DafslError(f"{path}: not a classifier checkpoint (lacks '{missing[0]}')")
-    model = build_classifier(ckpt["backbone"], len(ckpt["classes"]))
+    model = build_classifier(ckpt["backbone"], len(ckpt["classes"]), ckpt.get("stem", "imagenet"))
     if f"{head_name(model)}.centre" in ckpt["model"]:  # classifier.imbalance: ncm
         install_ncm_head(model)
     try:

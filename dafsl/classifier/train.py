@@ -23,9 +23,10 @@ from dafsl.classifier.data import (FaceSet, classic_augmentation,
                                    crop_size_of, generated_faces, split_faces)
 from dafsl.classifier.distill import DISTILLERS, TeacherEnsemble, build_distiller
 from dafsl.classifier.metrics import classification_metrics, plot_confusion
-from dafsl.classifier.model import (backbone_prefixes, build_classifier, frozen_modules,
-                                    load_classifier, save_classifier)
-from dafsl.classifier.trainer import ClassifierTrainer, predict_probs
+from dafsl.classifier.model import (STEMS, adapt_stem, backbone_prefixes, build_classifier,
+                                    frozen_modules, load_classifier, save_classifier)
+from dafsl.classifier.trainer import (LR_SCHEDULES, ClassifierTrainer, classifier_scheduler,
+                                      predict_probs)
 from dafsl.data import load_split
 from dafsl.errors import DafslError
 from dafsl.faces import crop_source, split_detections
@@ -75,8 +76,9 @@ def source_state(ctx, detector_path: Path | None) -> tuple[dict, dict]:
 
 def build_model(ctx, backbone: str, mode: str, detector_path: Path | None):
     """A classifier with ``mode`` applied; returns (model, TransferReport, source info)."""
-    model = build_classifier(backbone, len(ctx.split_info["counts"]))
+    model = build_classifier(backbone, len(ctx.split_info["counts"]), ctx.cfg[STAGE]["stem"])
     state, info = (None, {"source": None}) if mode == "vanilla" else source_state(ctx, detector_path)
+    state = adapt_stem(model, state) if state is not None else None
     report = transfer.apply_mode(model, mode, source_state=state,
                                  frozen=frozen_modules(model, mode, int(ctx.cfg["transfer"]["freeze_at"])),
                                  required=backbone_prefixes(model) if state is not None else (),
@@ -175,7 +177,8 @@ def run(ctx) -> StageResult:
         distiller.criterion = imb.loss
         opt = torch.optim.AdamW(distiller.trainable_parameters(), lr=float(c["lr"]),
                                 weight_decay=float(c["weight_decay"]))
-        return ClassifierTrainer(stage, distiller, opt, transfer.build_scheduler(opt, mode, ctx.cfg["transfer"]),
+        sched = classifier_scheduler(opt, mode, ctx.cfg, len(train_set), teacher=stage != STAGE)
+        return ClassifierTrainer(stage, distiller, opt, sched,
                                  train_set, faces["val"], classes, positive, seed=seed,
                                  batch_size=int(c["batch_size"]), input_size=int(c["input_size"]),
                                  balanced=imb.balanced,
@@ -197,7 +200,7 @@ def run(ctx) -> StageResult:
         epoch_size=c["epoch_size"], log=log.info)
     final_ckpt = stage_dir / "classifier_final.pt"
     save_classifier(model, final_ckpt, backbone=c["backbone"], classes=classes,
-                    input_size=int(c["input_size"]), crop_size=size)
+                    input_size=int(c["input_size"]), crop_size=size, stem=c["stem"])
 
     # -- score -----------------------------------------------------------------
     t0 = time.perf_counter()
@@ -262,7 +265,7 @@ def build_teacher(ctx, make_trainer, detector_path: Path | None):
     records = engine.fit(trainer, ctx.run, int(t["epochs"]), mode=t["mode"], resume=ctx.resume)
     path = ctx.run.stage_dir(STAGE) / "teacher_final.pt"
     save_classifier(teacher, path, backbone=t["backbone"], classes=list(ctx.split_info["counts"]),
-                    input_size=int(c["input_size"]), crop_size=crop_size_of(ctx.cfg))
+                    input_size=int(c["input_size"]), crop_size=crop_size_of(ctx.cfg), stem=c["stem"])
     last = records[-1] if records else {}
     return teacher, {"teacher": str(path), "teacher_backbone": t["backbone"],
                      "teacher_train_time_s": float(last.get("wall_clock_s", 0.0)),

@@ -1,5 +1,7 @@
 """The classifier's :class:`dafsl.engine.Trainer`: data order, one optimisation step
-through the distillation method, validation metrics per epoch."""
+through the distillation method, validation metrics per epoch; its learning-rate
+schedule (:func:`classifier_scheduler`); and, when the backbone is frozen (``fixed``),
+a head-only path that computes the backbone's features once (:func:`frozen_features`)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -13,6 +15,55 @@ from dafsl.classifier.data import EpochBatches, FaceSet, epoch_order, to_input
 from dafsl.classifier.distill import Distiller
 from dafsl.classifier.metrics import classification_metrics
 from dafsl.engine import SingleModelState
+from dafsl.errors import DafslError
+from dafsl.transfer import build_scheduler, cosine_decay
+
+from dafsl.config_schema import LR_SCHEDULES  # noqa: E402
+FEATURE_VIEWS = 4  # fixed mode: each face's features, unaugmented + 3 augmented views
+
+
+def classifier_scheduler(optimizer: torch.optim.Optimizer, mode: str, cfg: dict,
+                         train_size: int, teacher: bool = False) -> torch.optim.lr_scheduler.LambdaLR:
+    """The per-step schedule of ``classifier.lr_schedule``: ``cosine`` = linear warm-up over
+    ``classifier.warmup_steps`` then cosine decay to 5 % at the last step of
+    ``classifier.epochs`` (``classifier.teacher.epochs`` for a ``teacher``); ``constant`` = 1.
+    The ``pretrained`` mode's own warm-up and ``lr_factor`` (transfer section) apply on top,
+    so its classifier warm-up is skipped."""
+    c = cfg["classifier"]
+    batches = EpochBatches.count(int(c["epoch_size"] or train_size), int(c["batch_size"]))
+    total = int(c["teacher"]["epochs"] if teacher else c["epochs"]) * batches
+    if int(c["warmup_steps"]) < 0:
+        raise DafslError(f"classifier.warmup_steps must be >= 0, got {c['warmup_steps']}")
+    base = None
+    if c["lr_schedule"] == "cosine":
+        base = cosine_decay(total, warmup=0 if mode == "pretrained" else int(c["warmup_steps"]))
+    return build_scheduler(optimizer, mode, cfg["transfer"], base=base)
+
+
+def frozen_backbone(model: nn.Module) -> bool:
+    """True when every parameter outside the head is frozen (the ``fixed`` mode)."""
+    head = getattr(model, "get_classifier", lambda: None)()
+    if head is None or not hasattr(model, "forward_head"):
+        return False
+    own = {id(p) for p in head.parameters()}
+    return all(not p.requires_grad for p in model.parameters() if id(p) not in own)
+
+
+@torch.no_grad()
+def frozen_features(model: nn.Module, images: np.ndarray, input_size: int,
+                    augment: A.Compose | None, views: int, batch_size: int = 256) -> torch.Tensor:
+    """Pooled backbone features (V, N, D) of ``images``: view 0 unaugmented, views 1.. through
+    ``augment`` (only view 0 without it). Frozen BatchNorms stay in eval mode."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for v in range(views if augment is not None else 1):
+        imgs = images if v == 0 else np.stack([augment(image=im)["image"] for im in images])
+        out.append(torch.cat([model.forward_head(model.forward_features(to_input(imgs[i:i + batch_size], input_size)),
+                                                 pre_logits=True)
+                              for i in range(0, len(imgs), batch_size)]))
+    model.train(was_training)
+    return torch.stack(out)
 
 
 @torch.no_grad()
@@ -41,8 +92,27 @@ class ClassifierTrainer(SingleModelState):
         self.classes, self.positive = list(classes), positive
         self.seed, self.batch_size, self.input_size = seed, batch_size, input_size
         self.balanced, self.epoch_size, self.augment = balanced, epoch_size, augment
+        # a frozen backbone and a method that only needs the student's logits: train the
+        # head on features computed once (the same optimiser, steps and data order)
+        self.head_only = frozen_backbone(self.model) and type(distiller).forward_train is \
+            Distiller.forward_train
+        self.features: torch.Tensor | None = None
 
-    def batches(self, epoch: int) -> EpochBatches:
+    def batches(self, epoch: int):
+        if self.head_only:
+            if self.features is None:
+                if self.augment is not None:
+                    self.augment.set_random_seed(self.seed * 1000 + 999)  # no epoch uses it
+                self.features = frozen_features(self.model, self.train.images, self.input_size,
+                                                self.augment, FEATURE_VIEWS)
+            order = epoch_order(self.train.labels, epoch, self.seed, balanced=self.balanced,
+                                epoch_size=self.epoch_size, synthetic=self.train.synthetic)
+            g = torch.Generator().manual_seed(self.seed * 1000 + epoch)
+            view = torch.randint(len(self.features), (len(order),), generator=g).numpy()
+            n = EpochBatches.count(len(order), self.batch_size)
+            return [{"feature": self.features[view[b:b + self.batch_size], order[b:b + self.batch_size]],
+                     "target": torch.as_tensor(self.train.labels[order[b:b + self.batch_size]])}
+                    for b in range(0, n * self.batch_size, self.batch_size)]
         if self.augment is not None:
             # reseeded per epoch so a resumed run augments exactly as an uninterrupted one
             self.augment.set_random_seed(self.seed * 1000 + epoch)
@@ -53,8 +123,12 @@ class ClassifierTrainer(SingleModelState):
 
     def train_step(self, batch: dict) -> dict[str, float]:
         self.model.train()
-        extra = {k: v for k, v in batch.items() if k not in ("image", "target")}
-        logits, losses = self.distiller.forward_train(batch["image"], batch["target"], **extra)
+        if "feature" in batch:
+            logits = self.model.get_classifier()(batch["feature"])
+            losses = {"loss_ce": self.distiller.cross_entropy(logits, batch["target"])}
+        else:
+            extra = {k: v for k, v in batch.items() if k not in ("image", "target")}
+            logits, losses = self.distiller.forward_train(batch["image"], batch["target"], **extra)
         loss = sum(losses.values())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -7,7 +7,7 @@ lighting, blur, noise, JPEG, clutter, hard negatives) drawn from the scene seed.
 The gender cues are weak and overlapping on purpose: each is a simple
 class-conditional Beta or Bernoulli distribution (see ``BETA_CUES`` and
 ``BERNOULLI_CUES``), so the exact class posterior is known and
-:func:`bayes_accuracy` gives the ceiling any classifier can reach (~0.90). The
+:func:`bayes_accuracy` gives the ceiling any classifier can reach (~0.93). The
 renderer maps every cue monotonically onto the drawing (longer hair is drawn
 longer, a wider jaw is drawn wider, ...), so a CNN can in principle learn them.
 """
@@ -31,7 +31,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "size": 128,                        # square image side in px
     "min_faces": 1,
     "max_faces": 3,
-    "face_size": (20 / 128, 60 / 128),  # box's longer side as a fraction of the image side
+    "face_size": (24 / 128, 60 / 128),  # box's longer side as a fraction of the image side
     "rotation_deg": 20.0,               # in-plane rotation, uniform in +-this
     "max_face_iou": 0.3,
     "hard_negatives": (0, 2),           # face-like non-faces, unannotated
@@ -45,13 +45,13 @@ DEFAULT_PARAMS: dict[str, Any] = {
 }
 
 # Class-conditional cue distributions, index 0 = male, 1 = female. Sized so that
-# each cue alone gives 55-75% accuracy and all together ~90% (see bayes_accuracy).
+# each cue alone gives 55-77% accuracy and all together ~93% (see bayes_accuracy).
 BETA_CUES: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
-    "hair_length": ((2.5, 4.0), (4.0, 2.5)),
-    "jaw_width": ((5.0, 3.5), (3.5, 5.0)),
-    "brow_thickness": ((5.0, 3.5), (3.5, 5.0)),
-    "lip_size": ((4.0, 4.5), (4.5, 4.0)),
-    "lip_saturation": ((3.0, 4.0), (4.0, 3.0)),
+    "hair_length": ((2.3, 4.0), (4.0, 2.3)),
+    "jaw_width": ((5.0, 3.2), (3.2, 5.0)),
+    "brow_thickness": ((5.0, 3.2), (3.2, 5.0)),
+    "lip_size": ((4.0, 4.8), (4.8, 4.0)),
+    "lip_saturation": ((3.0, 4.2), (4.2, 3.0)),
 }
 BERNOULLI_CUES: dict[str, tuple[float, float]] = {
     "earrings": (0.10, 0.40),
@@ -161,8 +161,8 @@ def _head_geometry(look: dict[str, float]) -> dict[str, np.ndarray]:
     jaw, hl = look["jaw_width"], look["hair_length"]
     lower = np.clip(s, 0, None)
     # Narrow jaw: the lower face tapers to a pointed chin; wide jaw: squarer, wider chin.
-    taper = 1 - (0.65 - 0.55 * jaw) * lower ** 2
-    squ = np.sign(c) * np.abs(c) ** (1 - 0.6 * jaw * lower)
+    taper = 1 - (0.75 - 0.7 * jaw) * lower ** 2
+    squ = np.sign(c) * np.abs(c) ** (1 - 0.75 * jaw * lower)
     head = np.stack([a * squ * taper, b * s], 1)
     # Hair behind the head: a cap that grows into a curtain reaching lower with hair_length.
     y_end = max(0.0, b * (-0.1 + 1.55 * hl))
@@ -222,7 +222,7 @@ def _draw_face(img: np.ndarray, look: dict[str, float], geo: dict, m: np.ndarray
         poly(_ellipse(0.0, 0.82 * b, 0.24 * a, 0.17 * b), hair)
     # Lips: size and saturation are cues; the colour moves from skin-like to saturated red.
     lip, sat = look["lip_size"], look["lip_saturation"]
-    my, hw, hh = 0.56 * b, a * (0.16 + 0.18 * lip), b * (0.03 + 0.08 * lip)
+    my, hw, hh = 0.56 * b, a * (0.18 + 0.22 * lip), b * (0.04 + 0.11 * lip)
     lip_col = skin * [0.85, 0.68, 0.68] + sat * (np.array([205.0, 35, 70]) * light - skin * [0.85, 0.68, 0.68])
     poly(_ellipse(0.0, my, hw, hh), lip_col)
     smile = rng.uniform(-0.02, 0.06) * b
@@ -232,7 +232,7 @@ def _draw_face(img: np.ndarray, look: dict[str, float], geo: dict, m: np.ndarray
               [0.32 * a, 0.56 * b], [0.15 * a, 0.48 * b], [0, 0.47 * b], [-0.15 * a, 0.48 * b]], hair)
     gaze = rng.uniform(-0.04, 0.04, 2) * [a, b]
     eye_c = _EYES[int(look["eye_color"])]
-    brow = b * (0.035 + 0.13 * look["brow_thickness"])
+    brow = b * (0.05 + 0.17 * look["brow_thickness"])
     bx = np.linspace(0.12 * a, 0.62 * a, 7)
     arch = -0.33 * b - 0.05 * b * np.sin(np.pi * (bx - 0.12 * a) / (0.5 * a))
     for sx in (-1, 1):
@@ -241,13 +241,13 @@ def _draw_face(img: np.ndarray, look: dict[str, float], geo: dict, m: np.ndarray
         poly(_ellipse(ex + gaze[0], ey + gaze[1], 0.085 * b, 0.085 * b), eye_c * light)
         poly(_ellipse(ex + gaze[0], ey + gaze[1], 0.04 * b, 0.04 * b), np.array([10.0, 10, 10]))
         poly(np.concatenate([np.stack([sx * bx, arch - brow / 2], 1),
-                             np.stack([sx * bx, arch + brow / 2], 1)[::-1]]), hair * 0.6)
+                             np.stack([sx * bx, arch + brow / 2], 1)[::-1]]), hair * 0.45)
     poly(geo["front"], hair)
     if look["earrings"]:
         metal = np.array([232.0, 192, 60] if rng.random() < 0.6 else [214, 214, 220])
         for sx in (-1, 1):
-            line([[sx * 1.0 * a, 0.18 * b], [sx * 1.0 * a, 0.28 * b]], metal * 0.8, 0.03)
-            poly(_ellipse(sx * 1.0 * a, 0.34 * b, 0.09 * a, 0.09 * a), metal * light)
+            line([[sx * 1.0 * a, 0.18 * b], [sx * 1.0 * a, 0.28 * b]], metal * 0.8, 0.05)
+            poly(_ellipse(sx * 1.0 * a, 0.36 * b, 0.14 * a, 0.14 * a), metal * light)
     if look["glasses"]:
         frame = np.array(random_color(rng, 0, 90), float)
         for sx in (-1, 1):
@@ -403,9 +403,26 @@ def _spread_identities(slots: np.ndarray, scene_of: np.ndarray, per: int, rng: n
                 break
 
 
+def _per_identity(value: int | dict | None, few_shot: bool) -> tuple[int, int]:
+    """(male, female) faces per identity from ``render_split``'s ``faces_per_identity``."""
+    if value is None:
+        return (2, 1 if few_shot else 2)
+    if isinstance(value, dict):
+        unknown = set(value) - set(CLASSES)
+        if unknown:
+            raise DafslError(f"render_split: faces_per_identity has unknown class {sorted(unknown)[0]!r} "
+                             f"(known: {', '.join(CLASSES)})")
+        per = tuple(value.get(c, _per_identity(None, few_shot)[i]) for i, c in enumerate(CLASSES))
+    else:
+        per = (value, value)
+    if any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in per):
+        raise DafslError(f"render_split: faces_per_identity must be ints >= 1, got {value!r}")
+    return int(per[0]), int(per[1])
+
+
 def render_split(seed_start: int, count: int, *, female_faces: int | None = None,
                  female_fraction: float | None = None, identity_start: int,
-                 params: dict | None = None, faces_per_identity: int = 2
+                 params: dict | None = None, faces_per_identity: int | dict | None = None
                  ) -> Iterator[tuple[int, np.ndarray, list[dict]]]:
     """Yield ``(scene_seed, image, annotations)`` for seeds ``seed_start .. seed_start + count - 1``.
 
@@ -415,12 +432,17 @@ def render_split(seed_start: int, count: int, *, female_faces: int | None = None
     faces of each gender are grouped ``faces_per_identity`` at a time into identities (one
     identity never spans both genders, and is kept out of repeating within a scene); ids lie in
     ``identity_start .. identity_start + identity_span(count) - 1`` (``count * max_faces``).
+    ``faces_per_identity`` is an int (both genders) or ``{"male": k, "female": k}``; the
+    default ``None`` is 2 per identity, except that in a ``female_faces`` split every female
+    face is its own identity: the few shots are that many different people, not k views
+    of fewer people.
     """
     p = _params(params)
     if (female_faces is None) == (female_fraction is None):
         raise DafslError("render_split: give exactly one of female_faces or female_fraction")
-    if faces_per_identity < 1 or identity_start < 0:
-        raise DafslError("render_split: faces_per_identity must be >= 1 and identity_start >= 0")
+    per = _per_identity(faces_per_identity, few_shot=female_faces is not None)
+    if identity_start < 0:
+        raise DafslError("render_split: identity_start must be >= 0")
     seeds = range(int(seed_start), int(seed_start) + int(count))
     counts = np.array([face_count(s, p) for s in seeds], dtype=np.int64)
     total = int(counts.sum())
@@ -440,8 +462,8 @@ def render_split(seed_start: int, count: int, *, female_faces: int | None = None
     next_id = 0
     for female in (False, True):
         slots = rng.permutation(np.flatnonzero(is_female == female))
-        _spread_identities(slots, scene_of, faces_per_identity, rng)
-        group = np.arange(len(slots)) // faces_per_identity
+        _spread_identities(slots, scene_of, per[int(female)], rng)
+        group = np.arange(len(slots)) // per[int(female)]
         ids[slots] = next_id + group
         next_id += int(group[-1]) + 1 if len(slots) else 0
     first = np.concatenate([[0], np.cumsum(counts)])
