@@ -41,7 +41,7 @@ from dafsl.runs import atomic_write_json
 ENTRIES: dict[str, str] = {
     "detector-shapes": "dafsl.detector.zoo:build_entry",
     "augmenter-gan": "dafsl.augmenter.zoo:build_source_gan",
-    "augmenter-attrnet": "dafsl.augmenter.attrnet:build_attribute_net",
+    "augmenter-featnet": "dafsl.augmenter.featnet:build_feature_net",
 }
 
 

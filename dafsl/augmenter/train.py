@@ -25,14 +25,15 @@ from pathlib import Path
 import torch
 
 from dafsl import transfer
-from dafsl.augmenter.data import (CROP_SOURCES, DlackCrops, class_faces, crop_annotations,
-                                  detector_crops, to_tensor, to_uint8)
+from dafsl.augmenter.data import DlackCrops, class_faces, to_tensor, to_uint8
+from dafsl.augmenter.degrade import check_params, degrade_faces, scene_face_sides
+from dafsl.augmenter.featnet import FEATNET_ENTRY, load_feature_net
 from dafsl.augmenter.diffaug import parse_policy
 from dafsl.augmenter.networks import GAN, build_gan
 from dafsl.augmenter.quality import QualityProbe
 from dafsl.augmenter.samples import write_generated, write_grid, write_real_vs_generated
 from dafsl.augmenter.trainer import GanTrainer, generate, growth_for
-from dafsl.augmenter.attrnet import load_attribute_net
+from dafsl.augmenter.reference import BestSnapshot, make_cropper
 from dafsl.augmenter.zoo import GAN_ENTRY
 from dafsl.data import Split, load_split
 from dafsl.engine import fit, torch_threads
@@ -68,40 +69,13 @@ def dlack_class(ctx: StageContext) -> str:
     return dlack[0]
 
 
-def collect_crops(ctx: StageContext, train: Split, cls: str, log) -> DlackCrops:
-    """The Dlack faces as (N, r, r, 3) uint8 crops, from the detector or ground truth."""
-    aug = ctx.cfg["augmenter"]
-    size, margin = int(aug["resolution"]), float(aug["crop_margin"])
-    choice = aug["crops"]
-    if choice not in CROP_SOURCES:
-        raise DafslError(f"augmenter.crops: expected one of {', '.join(CROP_SOURCES)}, got {choice!r}")
-    faces = class_faces(train, cls, int(aug["shots"]))
+def collect_crops(crop, train: Split, cls: str, shots: int) -> DlackCrops:
+    """The Dlack faces as (N, r, r, 3) uint8 crops, cut by ``crop`` (:func:`make_cropper`)."""
+    faces = class_faces(train, cls, shots)
     if len(faces) < 2:
         raise DafslError(f"{train.label}: Dlack class '{cls}' has {len(faces)} usable face "
                          f"crop(s); the augmenter needs at least 2")
-    checkpoint = None
-    if choice != "gt":
-        try:
-            checkpoint = ctx.stage_output("detector").get("checkpoint")
-        except DafslError:
-            if choice == "detector":
-                raise
-            log("[augmenter] crops: no detector output in this run or --from; using the "
-                "ground-truth boxes of the Dlack faces")
-    if checkpoint is None:
-        return DlackCrops(crop_annotations(train, faces, size, margin), "gt")
-    if not Path(checkpoint).is_file():
-        raise DafslError(f"{checkpoint}: detector checkpoint named in the detector outputs not found")
-    from dafsl.detector.model import load_detector
-    from dafsl.detector.predict import detect
-
-    model = load_detector(Path(checkpoint), ctx.device)
-    score = float(aug["detector_score"])
-    crops = detector_crops(train, faces, lambda imgs: detect(model, imgs, ctx.device, score_threshold=score),
-                           size, margin, float(aug["match_iou"]), log)
-    log(f"[augmenter] crops: {len(faces) - len(crops.missed)}/{len(faces)} Dlack faces cropped "
-        f"at BDRP detections ({checkpoint})")
-    return crops
+    return crop(train, faces)
 
 
 def fill_count(aug: dict, split_info: dict, cls: str) -> int:
@@ -129,11 +103,13 @@ def _run(ctx: StageContext) -> dict:
     cls = dlack_class(ctx)
     policy = parse_policy(str(aug["diffaug"]))
     train = load_split(cfg["data"]["manifest"], "train", cfg["data"]["cache_dir"], quiet=ctx.quiet)
-    crops = collect_crops(ctx, train, cls, log)
+    crop = make_cropper(ctx, log)
+    crops = collect_crops(crop, train, cls, int(aug["shots"]))
     reals = to_tensor(crops.images)
 
-    probe, attr_meta = quality_probe(cfg, cls, quiet=ctx.quiet)
-    zoo_time = {"augmenter-attrnet": zoo_build_time(attr_meta)}
+    probe, test_probe, feat_meta = quality_probes(cfg, cls, crop, quiet=ctx.quiet)  # val, test
+    zoo_time = {FEATNET_ENTRY: zoo_build_time(feat_meta)}
+    snapshot = BestSnapshot(str(aug["select"]), out_dir / "best_snapshot.pt", resume=ctx.resume)
 
     torch.manual_seed(seed)
     gan = build_gan(aug)
@@ -158,6 +134,7 @@ def _run(ctx: StageContext) -> dict:
     def evaluate(g_ema, level: int, alpha: float, epoch: int) -> dict:
         fakes = generate(g_ema, probe.z_eval, level, alpha)
         kid_mean, kid_std = probe.kid_of(fakes)
+        snapshot.offer(g_ema, kid_mean, epoch)  # augmenter.select: best_val_kid keeps the lowest
         if sample_every > 0 and ((epoch + 1) % sample_every == 0 or epoch == epochs - 1):
             write_grid(out_dir / "samples" / f"epoch{epoch + 1:04d}.png", to_uint8(fakes[:64]))
         return {"kid": kid_mean, "kid_std": kid_std}
@@ -166,44 +143,59 @@ def _run(ctx: StageContext) -> dict:
                          device=ctx.device, evaluate_fn=evaluate,
                          make_scheduler=lambda opt: transfer.build_scheduler(opt, mode, cfg["transfer"]))
     records = fit(trainer, ctx.run, epochs, mode=mode, resume=ctx.resume, quiet=ctx.quiet)
-    return finish(ctx, trainer, probe, crops, records, report, kid_start, zoo_time, cls)
+    return finish(ctx, trainer, (probe, test_probe), crops, records, report, kid_start, zoo_time,
+                  cls, snapshot)
 
 
-def quality_probe(cfg: dict, cls: str, quiet: bool) -> tuple[QualityProbe, dict]:
-    """The attribute net (zoo) and the quality reference: up to ``reference_faces`` faces of
-    class ``cls`` from the test split, which the GAN never sees. Returns (probe, net meta)."""
+def quality_probes(cfg: dict, cls: str, crop, quiet: bool) -> tuple[QualityProbe, QualityProbe, dict]:
+    """The feature net (zoo) and two references of up to ``reference_faces`` class-``cls``
+    faces cut like the GAN's training faces: the validation split's (periodic KID, snapshot
+    selection) and the test split's (final figure only). Returns (val, test, net meta)."""
     aug, seed = cfg["augmenter"], int(cfg["seed"])
-    attr_net, attr_meta = load_attribute_net(cfg, quiet=quiet)
-    test = load_split(cfg["data"]["manifest"], "test", cfg["data"]["cache_dir"], quiet=quiet)
-    ref_faces = class_faces(test, cls, int(aug["reference_faces"]))
-    if len(ref_faces) < 2:
-        raise DafslError(f"{test.label}: needs at least 2 '{cls}' faces as the quality reference")
-    reference = to_tensor(crop_annotations(test, ref_faces, int(aug["resolution"]), float(aug["crop_margin"])))
-    probe = QualityProbe(attr_net, reference, int(aug["latent_dim"]),
-                         eval_samples=int(aug["eval_samples"]), final_samples=int(aug["final_samples"]),
-                         subsets=int(aug["kid_subsets"]), subset_size=int(aug["kid_subset_size"]),
-                         k=int(aug["pr_k"]), seed=seed, attribute_names=attr_meta.get("attributes"))
-    return probe, attr_meta
+    net, meta = load_feature_net(cfg, quiet=quiet)
+    probes = []
+    for name in ("val", "test"):
+        split = load_split(cfg["data"]["manifest"], name, cfg["data"]["cache_dir"], quiet=quiet)
+        faces = class_faces(split, cls, int(aug["reference_faces"]))
+        if len(faces) < 2:
+            raise DafslError(f"{split.label}: needs at least 2 '{cls}' faces as the quality reference")
+        probes.append(QualityProbe(net, to_tensor(crop(split, faces).images), int(aug["latent_dim"]),
+                                   eval_samples=int(aug["eval_samples"]),
+                                   final_samples=int(aug["final_samples"]),
+                                   subsets=int(aug["kid_subsets"]), subset_size=int(aug["kid_subset_size"]),
+                                   k=int(aug["pr_k"]), seed=seed))
+    return probes[0], probes[1], meta
 
 
-def finish(ctx: StageContext, trainer: GanTrainer, probe: QualityProbe, crops: DlackCrops,
-           records: list[dict], report: transfer.TransferReport, kid_start: float,
-           zoo_time: dict, cls: str) -> dict:
-    """After training: final quality, the generated faces + manifest, grids, the EMA G,
-    summary.json; returns the recorded stage outputs."""
+def finish(ctx: StageContext, trainer: GanTrainer, probes: tuple[QualityProbe, QualityProbe],
+           crops: DlackCrops, records: list[dict], report: transfer.TransferReport, kid_start: float,
+           zoo_time: dict, cls: str, snapshot: BestSnapshot) -> dict:
+    """After training: the selected snapshot, final quality (validation and test references),
+    the degraded generated faces + manifest, grids, the EMA G, summary.json; returns the
+    recorded stage outputs."""
     aug, mode, seed = ctx.cfg["augmenter"], ctx.mode, int(ctx.cfg["seed"])
     out_dir = ctx.run.stage_dir("augmenter")
     g_ema = trainer.g_ema
+    selected_epoch = snapshot.restore(g_ema)
+    probe, test_probe = probes
     level, alpha = trainer.growth.at(max(trainer.step - 1, 0))
-    final = probe.full_report(generate(g_ema, probe.z_final, level, alpha))
-    ceiling = probe.kid_of(to_tensor(crops.images))  # the real Dlack crops: what a perfect copy scores
+    final_fakes = generate(g_ema, probe.z_final, level, alpha)
+    final = probe.full_report(final_fakes)
+    final_test = test_probe.full_report(final_fakes)
+    real_crops = to_tensor(crops.images)  # the real Dlack crops: what a perfect copy scores
+    ceiling, ceiling_test = probe.kid_of(real_crops), test_probe.kid_of(real_crops)
     n_fill = fill_count(aug, ctx.split_info, cls)
     gen = torch.Generator().manual_seed(seed * 1000 + 999)
     fill = to_uint8(generate(g_ema, torch.randn(n_fill, g_ema.latent_dim, generator=gen), level, alpha))
+    degrade = check_params(aug["degrade"])
+    train = load_split(ctx.cfg["data"]["manifest"], "train", ctx.cfg["data"]["cache_dir"], quiet=True)
+    sides = scene_face_sides(train, float(aug["crop_margin"]))
+    fill = degrade_faces(fill, sides, degrade, seed * 1000 + 998)
+    final_degraded = probe.full_report(to_tensor(degrade_faces(to_uint8(final_fakes), sides, degrade,
+                                                               seed * 1000 + 997)))
     manifest = write_generated(out_dir / "generated", fill, cls, out_dir / "generated.json",
                                extra={"mode": mode, "generator": "generator_ema.pt"})
-    write_real_vs_generated(out_dir / "real_vs_generated.png", crops.images,
-                            to_uint8(generate(g_ema, probe.z_final[:len(crops.images)], level, alpha)))
+    write_real_vs_generated(out_dir / "real_vs_generated.png", crops.images, fill[:len(crops.images)])
     generator_path = out_dir / "generator_ema.pt"
     save_checkpoint({"model": g_ema.state_dict(), "latent_dim": g_ema.latent_dim,
                      "channels": [int(c) for c in aug["channels"]], "resolution": g_ema.resolution,
@@ -217,16 +209,22 @@ def finish(ctx: StageContext, trainer: GanTrainer, probe: QualityProbe, crops: D
         "wall_clock_s": last["wall_clock_s"], "final_loss_g": last["loss_g"], "final_loss_d": last["loss_d"],
         "final_d_real": last["d_real"], "final_d_fake": last["d_fake"],
         **final, "kid_start": kid_start, "kid_real_crops": ceiling[0],
-        "reference_faces": len(probe.ref_features),
+        "kid_test": final_test["kid"], "kid_test_std": final_test["kid_std"],
+        "precision_test": final_test["precision"], "recall_test": final_test["recall"],
+        "kid_real_crops_test": ceiling_test[0], "kid_degraded": final_degraded["kid"],
+        "reference": "val", "reference_faces": len(probe.ref_features),
+        "reference_faces_test": len(test_probe.ref_features), "select": snapshot.policy,
+        "selected_epoch": None if selected_epoch is None else selected_epoch + 1,
+        "degrade": bool(degrade["enabled"]),
         "trainable_params": report.trainable_params, "frozen_params": report.frozen_params,
         "transfer": report.as_dict(), "zoo_build_time_s": sum(zoo_time.values()),
         "zoo_build_time_by_entry_s": zoo_time, "generated": n_fill,
         "final_resolution": 4 * 2 ** level, "final_alpha": alpha})
     if not ctx.quiet:
-        print(f"[augmenter] {mode}: KID {final['kid']:.4f} +- {final['kid_std']:.4f}, precision "
-              f"{final['precision']:.3f}, recall {final['recall']:.3f} ({len(probe.ref_features)} "
-              f"held-out '{cls}' faces; the real crops score {ceiling[0]:.4f}); wrote {n_fill} "
-              f"faces to {out_dir / 'generated'}")
+        print(f"[augmenter] {mode}: KID {final['kid']:.4f} +- {final['kid_std']:.4f} (val), "
+              f"{final_test['kid']:.4f} (test), precision {final['precision']:.3f}, recall "
+              f"{final['recall']:.3f} ({len(probe.ref_features)} validation '{cls}' faces; the real "
+              f"crops score {ceiling[0]:.4f}); wrote {n_fill} degraded faces to {out_dir / 'generated'}")
     return write_outputs(ctx.run, "augmenter", {"generated_dir": out_dir / "generated",
                                                 "generated_manifest": manifest,
                                                 "generator": generator_path})

@@ -1,0 +1,90 @@
+"""Face crops cut the way the GAN's training faces are, for any split, and the snapshot
+selection that uses them.
+
+The GAN learns from Dlack faces cropped at the BDRP detector's boxes; the quality
+reference (validation and test Dlack faces) and the real-vs-generated probe's real faces
+must be cut the same way, or KID measures the crop difference. :func:`make_cropper`
+loads the detector once and returns ``crop(split, faces) -> DlackCrops`` (detector boxes
+matched by IoU, a missed face at its ground-truth box; ground-truth boxes throughout when
+``augmenter.crops`` resolves to ``gt``).
+
+:class:`BestSnapshot` keeps the EMA generator with the lowest periodic KID against the
+**validation** reference (``augmenter.select: best_val_kid``); the test reference only
+scores the final choice.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from dafsl.augmenter.data import CROP_SOURCES, DlackCrops, crop_annotations, detector_crops
+from dafsl.data import Split
+from dafsl.errors import DafslError
+from dafsl.runs import load_checkpoint, save_checkpoint
+
+SELECT_CHOICES = ("last", "best_val_kid")
+
+
+def make_cropper(ctx, log: Callable[[str], None]) -> Callable[[Split, list], DlackCrops]:
+    """``crop(split, faces) -> DlackCrops`` at ``augmenter.resolution`` / ``crop_margin``,
+    from the detector of this run or ``--from`` (``augmenter.crops``: auto/detector/gt)."""
+    aug = ctx.cfg["augmenter"]
+    size, margin, choice = int(aug["resolution"]), float(aug["crop_margin"]), aug["crops"]
+    if choice not in CROP_SOURCES:
+        raise DafslError(f"augmenter.crops: expected one of {', '.join(CROP_SOURCES)}, got {choice!r}")
+    checkpoint = None
+    if choice != "gt":
+        try:
+            checkpoint = ctx.stage_output("detector").get("checkpoint")
+        except DafslError:
+            if choice == "detector":
+                raise
+            log("[augmenter] crops: no detector output in this run or --from; using the "
+                "ground-truth boxes of the Dlack faces")
+    if checkpoint is None:
+        return lambda split, faces: DlackCrops(crop_annotations(split, faces, size, margin), "gt")
+    if not Path(checkpoint).is_file():
+        raise DafslError(f"{checkpoint}: detector checkpoint named in the detector outputs not found")
+    from dafsl.detector.model import load_detector
+    from dafsl.detector.predict import detect
+
+    model = load_detector(Path(checkpoint), ctx.device)
+    score = float(aug["detector_score"])
+    detect_fn = lambda imgs: detect(model, imgs, ctx.device, score_threshold=score)  # noqa: E731
+
+    def crop(split: Split, faces: list) -> DlackCrops:
+        crops = detector_crops(split, faces, detect_fn, size, margin, float(aug["match_iou"]),
+                               log=lambda msg: None)
+        log(f"[augmenter] crops ({split.label}): {len(faces) - len(crops.missed)}/{len(faces)} "
+            f"faces cut at BDRP detections ({checkpoint})")
+        return crops
+    return crop
+
+
+class BestSnapshot:
+    """Keeps a copy of the generator whose periodic validation KID was the lowest."""
+
+    def __init__(self, policy: str, path: Path | None = None, resume: bool = False):
+        """``path``: where the kept snapshot is written, so that ``--resume`` picks it up."""
+        if policy not in SELECT_CHOICES:
+            raise DafslError(f"augmenter.select: expected one of {', '.join(SELECT_CHOICES)}, got {policy!r}")
+        self.policy, self.path = policy, path
+        self.kid, self.epoch, self.state = float("inf"), None, None
+        if resume and path is not None and Path(path).is_file():
+            saved = load_checkpoint(Path(path))
+            self.kid, self.epoch, self.state = float(saved["kid"]), int(saved["epoch"]), saved["model"]
+
+    def offer(self, g: torch.nn.Module, kid: float, epoch: int) -> None:
+        if self.policy == "best_val_kid" and kid < self.kid:
+            self.kid, self.epoch, self.state = kid, epoch, copy.deepcopy(g.state_dict())
+            if self.path is not None:
+                save_checkpoint({"model": self.state, "kid": kid, "epoch": epoch}, Path(self.path))
+
+    def restore(self, g: torch.nn.Module) -> int | None:
+        """Load the kept snapshot into ``g`` (no-op for ``last``); returns its epoch (0-based)."""
+        if self.state is not None:
+            g.load_state_dict(self.state)
+        return self.epoch
