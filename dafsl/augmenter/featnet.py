@@ -145,7 +145,7 @@ def build_feature_net(cfg: dict, out_dir: Path, quiet: bool) -> dict:
         _, acc = nt_xent(net(random_view(xb, gen)), net(random_view(xb, gen)), tau)
     save_checkpoint({"model": net.state_dict()}, out_dir / "checkpoint.pt")
     return {"source_dataset": f"{train.label} Denough faces (GT boxes), self-supervised",
-            "descriptor": describe_split(train), "faces": len(x), "final_loss": float(loss),
+            "descriptor": describe_split(train), "faces": len(x), "final_loss": float(loss.detach()),
             "train_time_s": time.perf_counter() - t0, "heldout_twin_accuracy": acc,
             "heldout_twin_chance": 1.0 / (2 * len(hold) - 1)}
 

@@ -32,6 +32,7 @@ from dafsl.augmenter.diffaug import parse_policy
 from dafsl.augmenter.networks import GAN, build_gan
 from dafsl.augmenter.quality import QualityProbe
 from dafsl.augmenter.samples import write_generated, write_grid, write_real_vs_generated
+from dafsl.augmenter.target import TargetTrainer, target_config
 from dafsl.augmenter.trainer import GanTrainer, generate, growth_for
 from dafsl.augmenter.reference import BestSnapshot, make_cropper
 from dafsl.augmenter.zoo import GAN_ENTRY
@@ -121,7 +122,7 @@ def _run(ctx: StageContext) -> dict:
                                  frozen=frozen_modules(mode, gan, aug, cfg["transfer"]),
                                  required=("G.", "D."), lr_factor=float(cfg["transfer"]["lr_factor"]),
                                  log=log)
-    growth = growth_for(aug, gan.num_levels, grown=(mode != "vanilla"))
+    growth = growth_for(target_config(aug), gan.num_levels, grown=(mode != "vanilla"))
     epochs = int(aug["epochs"])
     if growth.total_steps > epochs * int(aug["steps_per_epoch"]):
         log(f"[augmenter] {epochs} epochs end before G reaches {aug['resolution']} px "
@@ -139,9 +140,11 @@ def _run(ctx: StageContext) -> dict:
             write_grid(out_dir / "samples" / f"epoch{epoch + 1:04d}.png", to_uint8(fakes[:64]))
         return {"kid": kid_mean, "kid_std": kid_std}
 
-    trainer = GanTrainer(gan, reals, aug, seed=seed, epochs=epochs, growth=growth, policy=policy,
-                         device=ctx.device, evaluate_fn=evaluate,
-                         make_scheduler=lambda opt: transfer.build_scheduler(opt, mode, cfg["transfer"]))
+    target = aug.get("target") or {}  # fine-tuning-only settings (dafsl/augmenter/target.py)
+    trainer = TargetTrainer(gan, reals, target_config(aug), seed=seed, epochs=epochs, growth=growth,
+                            policy=policy, device=ctx.device, evaluate_fn=evaluate,
+                            make_scheduler=lambda opt: transfer.build_scheduler(opt, mode, cfg["transfer"]),
+                            r1_gamma=float(target.get("r1_gamma", 0.0)), d_bn=str(target.get("d_bn", "train")))
     records = fit(trainer, ctx.run, epochs, mode=mode, resume=ctx.resume, quiet=ctx.quiet)
     return finish(ctx, trainer, (probe, test_probe), crops, records, report, kid_start, zoo_time,
                   cls, snapshot)
