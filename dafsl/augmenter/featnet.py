@@ -7,7 +7,11 @@ rendered attributes, no identities), and it never sees a face of the Dlack class
 any validation or test face. It is not the classifier and never sees a gender label.
 
 Two views of each face differ by a random scale/shift (affine resampling), a flip and a
-mild brightness/contrast change. There is deliberately no colour, blur or noise
+mild brightness/contrast change. With ``featnet.positives: identity`` and faces that carry
+an ``identity`` (the renderer's do; COCO data usually not), the second view is another
+face of the same person, from another scene: the features then follow what makes a person
+(hair, jaw, brows, lips, glasses...) rather than the scene. Faces without an identity fall
+back to two views of the same face (plain SimCLR), so any face dataset works. There is deliberately no colour, blur or noise
 augmentation: the features must *not* become invariant to the colour noise and blur that
 separate generated from real faces.
 
@@ -99,6 +103,22 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> tuple[tor
     return F.cross_entropy(sim, target), acc
 
 
+def identity_groups(faces: list[tuple[int, dict]]) -> list[list[int]]:
+    """Indices of ``faces`` grouped by their annotation's ``identity`` (a face without one
+    is its own group)."""
+    groups: dict = {}
+    for i, (_, ann) in enumerate(faces):
+        groups.setdefault(ann.get("identity", ("face", i)), []).append(i)
+    return list(groups.values())
+
+
+def partners(idx: torch.Tensor, groups: list[list[int]], gen: torch.Generator) -> torch.Tensor:
+    """For each face index in ``idx``, a random face of its group (itself when alone)."""
+    group_of = {i: g for g in groups for i in g}
+    picks = [group_of[int(i)][int(torch.randint(len(group_of[int(i)]), (1,), generator=gen))] for i in idx]
+    return torch.tensor(picks, dtype=torch.long)
+
+
 def entry_key(cfg: dict) -> dict:
     """What the entry depends on (hashed with this module's code by :mod:`dafsl.zoo`)."""
     aug = cfg["augmenter"]
@@ -119,6 +139,9 @@ def build_feature_net(cfg: dict, out_dir: Path, quiet: bool) -> dict:
                          f"got {len(faces)}")
     x = to_tensor(crop_annotations(train, faces, int(aug["resolution"]), float(aug["crop_margin"])))
     gen = torch.Generator().manual_seed(int(cfg["seed"]) * 1000 + 17)
+    if net_cfg["positives"] not in ("identity", "self"):
+        raise DafslError(f"augmenter.featnet.positives: expected identity or self, got {net_cfg['positives']!r}")
+    groups = identity_groups(faces) if net_cfg["positives"] == "identity" else [[i] for i in range(len(x))]
     perm = torch.randperm(len(x), generator=gen)
     n_hold = min(256, max(2, len(x) // 10))
     hold, fit_idx = perm[:n_hold], perm[n_hold:]
@@ -133,8 +156,8 @@ def build_feature_net(cfg: dict, out_dir: Path, quiet: bool) -> dict:
         net.train()
         order = fit_idx[torch.randperm(len(fit_idx), generator=gen)]
         for i in range(0, len(order) - bs + 1, bs):
-            xb = x[order[i:i + bs]]
-            loss, _ = nt_xent(net(random_view(xb, gen)), net(random_view(xb, gen)), tau)
+            idx = order[i:i + bs]
+            loss, _ = nt_xent(net(random_view(x[idx], gen)), net(random_view(x[partners(idx, groups, gen)], gen)), tau)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -145,6 +168,7 @@ def build_feature_net(cfg: dict, out_dir: Path, quiet: bool) -> dict:
         _, acc = nt_xent(net(random_view(xb, gen)), net(random_view(xb, gen)), tau)
     save_checkpoint({"model": net.state_dict()}, out_dir / "checkpoint.pt")
     return {"source_dataset": f"{train.label} Denough faces (GT boxes), self-supervised",
+            "positives": net_cfg["positives"], "identities": len(groups),
             "descriptor": describe_split(train), "faces": len(x), "final_loss": float(loss.detach()),
             "train_time_s": time.perf_counter() - t0, "heldout_twin_accuracy": acc,
             "heldout_twin_chance": 1.0 / (2 * len(hold) - 1)}

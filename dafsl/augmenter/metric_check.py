@@ -35,12 +35,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("run_dir")
     parser.add_argument("--set", action="append", default=[], dest="overrides")
     parser.add_argument("--generator", help="generator_ema.pt of an augmenter run")
+    parser.add_argument("--detector-run", help="run directory with the detector outputs (default RUN_DIR)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     cfg = load_config(Path(args.run_dir) / "config.yaml", args.overrides)
     aug, n = cfg["augmenter"], int(cfg["augmenter"]["reference_faces"])
     ctx = SimpleNamespace(cfg=cfg, device=torch.device("cpu"),
-                          stage_output=lambda s: read_outputs(Path(args.run_dir) / s / "outputs.json"))
+                          stage_output=lambda s: read_outputs(Path(args.detector_run or args.run_dir) / s / "outputs.json"))
     crop = make_cropper(ctx, print)
     net, _ = load_feature_net(cfg, quiet=True)
     load = lambda name: load_split(cfg["data"]["manifest"], name, cfg["data"]["cache_dir"], quiet=True)  # noqa: E731

@@ -137,13 +137,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description="real-vs-generated probe of an augmenter run")
     parser.add_argument("run_dir")
     parser.add_argument("--raw", action="store_true")
+    parser.add_argument("--detector-run", help="run directory with the detector outputs (default RUN_DIR)")
     parser.add_argument("--set", action="append", default=[], dest="overrides")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     run = Path(args.run_dir)
     cfg = load_config(run / "config.yaml", args.overrides)
     ctx = SimpleNamespace(cfg=cfg, device=torch.device("cpu"),
-                          stage_output=lambda s: read_outputs(run / s / "outputs.json"))
+                          stage_output=lambda s: read_outputs(Path(args.detector_run or run) / s / "outputs.json"))
     dlack = json.loads((run / "data_split.json").read_text())["dlack"][0]
     val = load_split(cfg["data"]["manifest"], "val", cfg["data"]["cache_dir"], quiet=True)
     real = make_cropper(ctx, print)(val, class_faces(val, dlack)).images
