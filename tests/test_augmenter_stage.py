@@ -49,6 +49,14 @@ def test_smoke_run_writes_faces_manifest_summary_and_metrics(vanilla_run):
     g = load_checkpoint(vanilla_run / outputs["generator"])
     assert g["resolution"] == 16 and "blocks.0.dense.weight" in g["model"]
     assert (vanilla_run / "augmenter" / "real_vs_generated.png").is_file()
+    # the Denough fill from the source GAN: as many as the Dlack fill, the other class
+    denough = json.loads((vanilla_run / outputs["generated_denough_manifest"]).read_text())
+    assert denough["class"] == "male" and denough["count"] == 12 == summary["generated_denough"]
+    # the selected snapshot is the lowest validation KID of the periodic evaluations
+    kids = {r["epoch"] + 1: r["kid"] for r in read_metrics(vanilla_run / "metrics.jsonl", "augmenter")
+            if "kid" in r}
+    assert summary["select"] == "best_val_kid" and summary["selected_epoch"] == min(kids, key=kids.get)
+    assert {"kid_test", "kid_real_crops", "kid_real_crops_test", "kid_degraded"} <= summary.keys()
     assert sorted(p.name for p in (vanilla_run / "augmenter" / "samples").glob("*.png")) == [
         "epoch0002.png", "epoch0004.png", "epoch0005.png"]
     records = read_metrics(vanilla_run / "metrics.jsonl", "augmenter")

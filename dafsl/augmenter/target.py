@@ -71,7 +71,7 @@ class TargetTrainer(GanTrainer):
             (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
             r1 = grad.pow(2).sum(dim=(1, 2, 3)).mean()
             loss_d = loss_d + 0.5 * self.r1_gamma * r1
-            figures["r1"] = float(r1)
+            figures["r1"] = float(r1.detach())
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward(inputs=self.d_params)
         self.opt_d.step()

@@ -26,6 +26,7 @@ import torch
 
 from dafsl import transfer
 from dafsl.augmenter.data import DlackCrops, class_faces, to_tensor, to_uint8
+from dafsl.augmenter.denough import denough_count, write_denough_fill
 from dafsl.augmenter.degrade import check_params, degrade_faces, scene_face_sides
 from dafsl.augmenter.featnet import FEATNET_ENTRY, load_feature_net
 from dafsl.augmenter.diffaug import parse_policy
@@ -199,6 +200,10 @@ def finish(ctx: StageContext, trainer: GanTrainer, probes: tuple[QualityProbe, Q
     manifest = write_generated(out_dir / "generated", fill, cls, out_dir / "generated.json",
                                extra={"mode": mode, "generator": "generator_ema.pt"})
     write_real_vs_generated(out_dir / "real_vs_generated.png", crops.images, fill[:len(crops.images)])
+    # generated Denough faces from the source GAN: "generated" then says nothing of the class
+    n_denough = denough_count(aug["denough_fill"], n_fill)
+    denough_manifest = write_denough_fill(ctx.cfg, out_dir, ctx.split_info["denough"][0], n_denough,
+                                          sides, degrade, quiet=ctx.quiet)
     generator_path = out_dir / "generator_ema.pt"
     save_checkpoint({"model": g_ema.state_dict(), "latent_dim": g_ema.latent_dim,
                      "channels": [int(c) for c in aug["channels"]], "resolution": g_ema.resolution,
@@ -218,7 +223,7 @@ def finish(ctx: StageContext, trainer: GanTrainer, probes: tuple[QualityProbe, Q
         "reference": "val", "reference_faces": len(probe.ref_features),
         "reference_faces_test": len(test_probe.ref_features), "select": snapshot.policy,
         "selected_epoch": None if selected_epoch is None else selected_epoch + 1,
-        "degrade": bool(degrade["enabled"]),
+        "degrade": bool(degrade["enabled"]), "generated_denough": n_denough,
         "trainable_params": report.trainable_params, "frozen_params": report.frozen_params,
         "transfer": report.as_dict(), "zoo_build_time_s": sum(zoo_time.values()),
         "zoo_build_time_by_entry_s": zoo_time, "generated": n_fill,
@@ -230,6 +235,8 @@ def finish(ctx: StageContext, trainer: GanTrainer, probes: tuple[QualityProbe, Q
               f"crops score {ceiling[0]:.4f}); wrote {n_fill} degraded faces to {out_dir / 'generated'}")
     return write_outputs(ctx.run, "augmenter", {"generated_dir": out_dir / "generated",
                                                 "generated_manifest": manifest,
+                                                **({"generated_denough_manifest": denough_manifest}
+                                                   if denough_manifest else {}),
                                                 "generator": generator_path})
 
 
