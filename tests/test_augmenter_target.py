@@ -70,3 +70,9 @@ def test_best_snapshot_keeps_the_lowest_kid_and_survives_a_resume(tmp_path):
     assert last.restore(g) is None and float(g.weight[0, 0]) == 9.0
     with pytest.raises(DafslError, match="augmenter.select"):
         BestSnapshot("best_test_kid")
+
+
+def test_lazy_r1_runs_every_kth_step():
+    t = make_trainer(r1_gamma=1.0, r1_every=2)
+    steps = [t.train_step(torch.arange(4)) for _ in range(3)]
+    assert ["r1" in f for f in steps] == [True, False, True]

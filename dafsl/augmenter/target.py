@@ -7,7 +7,8 @@ adds two regularisers of D that only matter with few images:
 
 * ``r1_gamma``: the R1 gradient penalty (Mescheder et al. 2018),
   ``gamma / 2 * E ||grad_x D(x)||^2`` on the real images (before DiffAugment, as in
-  StyleGAN2-ADA); 0 = off;
+  StyleGAN2-ADA); 0 = off. ``r1_every`` = k applies it every k-th D step with weight
+  ``k * gamma`` (StyleGAN2's lazy regularisation: the same average, 1/k of the cost);
 * ``d_bn``: ``train`` (BatchNorm in D uses each batch's statistics: the real batch and the
   fake batch are normalised separately, which lets D compare batch statistics) or
   ``frozen`` (D's BatchNorm keeps the source GAN's running statistics, eval mode).
@@ -46,9 +47,9 @@ def target_config(aug: dict) -> dict:
 class TargetTrainer(GanTrainer):
     """:class:`GanTrainer` plus the R1 penalty and frozen BatchNorm statistics in D."""
 
-    def __init__(self, *args, r1_gamma: float = 0.0, d_bn: str = "train", **kwargs):
+    def __init__(self, *args, r1_gamma: float = 0.0, r1_every: int = 1, d_bn: str = "train", **kwargs):
         super().__init__(*args, **kwargs)
-        self.r1_gamma, self.d_bn = float(r1_gamma), d_bn
+        self.r1_gamma, self.r1_every, self.d_bn = float(r1_gamma), max(1, int(r1_every)), d_bn
 
     def train_step(self, idx: torch.Tensor) -> dict[str, float]:
         level, alpha = self.growth.at(self.step)
@@ -62,15 +63,16 @@ class TargetTrainer(GanTrainer):
         z = torch.randn(len(idx), G.latent_dim).to(self.device)
         fake = G(z, level, alpha)
 
-        if self.r1_gamma > 0:
+        r1_now = self.r1_gamma > 0 and self.step % self.r1_every == 0
+        if r1_now:
             real = real.detach().requires_grad_(True)
         real_logits = D(diff_augment(real, self.policy), level, alpha)
         fake_logits = D(diff_augment(fake.detach(), self.policy), level, alpha)
         loss_d, figures = discriminator_loss(real_logits, fake_logits)
-        if self.r1_gamma > 0:
+        if r1_now:
             (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
             r1 = grad.pow(2).sum(dim=(1, 2, 3)).mean()
-            loss_d = loss_d + 0.5 * self.r1_gamma * r1
+            loss_d = loss_d + 0.5 * self.r1_gamma * self.r1_every * r1
             figures["r1"] = float(r1.detach())
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward(inputs=self.d_params)

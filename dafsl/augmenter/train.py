@@ -145,7 +145,8 @@ def _run(ctx: StageContext) -> dict:
     trainer = TargetTrainer(gan, reals, target_config(aug), seed=seed, epochs=epochs, growth=growth,
                             policy=policy, device=ctx.device, evaluate_fn=evaluate,
                             make_scheduler=lambda opt: transfer.build_scheduler(opt, mode, cfg["transfer"]),
-                            r1_gamma=float(target.get("r1_gamma", 0.0)), d_bn=str(target.get("d_bn", "train")))
+                            r1_gamma=float(target.get("r1_gamma", 0.0)),
+                            r1_every=int(target.get("r1_every", 1)), d_bn=str(target.get("d_bn", "train")))
     records = fit(trainer, ctx.run, epochs, mode=mode, resume=ctx.resume, quiet=ctx.quiet)
     return finish(ctx, trainer, (probe, test_probe), crops, records, report, kid_start, zoo_time,
                   cls, snapshot)
