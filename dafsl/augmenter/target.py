@@ -69,6 +69,7 @@ class TargetTrainer(GanTrainer):
         real_logits = D(diff_augment(real, self.policy), level, alpha)
         fake_logits = D(diff_augment(fake.detach(), self.policy), level, alpha)
         loss_d, figures = discriminator_loss(real_logits, fake_logits)
+        bce_d = loss_d.item()  # logged as loss_d (the BCE terms); the penalty is logged as r1
         if r1_now:
             (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
             r1 = grad.pow(2).sum(dim=(1, 2, 3)).mean()
@@ -86,4 +87,4 @@ class TargetTrainer(GanTrainer):
         self.sched_g.step()
         update_ema(self.g_ema, G, self.ema_beta)
         self.step += 1
-        return {"loss_g": loss_g.item(), "loss_d": loss_d.item(), **figures}
+        return {"loss_g": loss_g.item(), "loss_d": bce_d, **figures}
