@@ -68,6 +68,11 @@ def test_best_snapshot_keeps_the_lowest_kid_and_survives_a_resume(tmp_path):
     last = BestSnapshot("last")
     last.offer(g, 0.0, 0)
     assert last.restore(g) is None and float(g.weight.detach()[0, 0]) == 9.0
+    late = BestSnapshot("best_val_kid", first_epoch=2)
+    for epoch, (kid, value) in enumerate([(0.0, 1.0), (0.5, 2.0), (0.4, 3.0), (0.6, 4.0)]):
+        torch.nn.init.constant_(g.weight, value)
+        late.offer(g, kid, epoch)
+    assert late.restore(g) == 2 and float(g.weight.detach()[0, 0]) == 3.0
     with pytest.raises(DafslError, match="augmenter.select"):
         BestSnapshot("best_test_kid")
 

@@ -9,8 +9,11 @@ matched by IoU, a missed face at its ground-truth box; ground-truth boxes throug
 ``augmenter.crops`` resolves to ``gt``).
 
 :class:`BestSnapshot` keeps the EMA generator with the lowest periodic KID against the
-**validation** reference (``augmenter.select: best_val_kid``); the test reference only
-scores the final choice.
+**validation** reference (``augmenter.select: best_val_kid``) among the evaluations from
+``augmenter.select_after`` x epochs on; the test reference only scores the final choice.
+KID is blind to the class (docs/augmenter.md, Measured): an early snapshot, still close to
+the source GAN's Denough faces, can score lowest, so the first part of the run is no
+candidate.
 """
 from __future__ import annotations
 
@@ -67,18 +70,19 @@ def make_cropper(ctx, log: Callable[[str], None]) -> Callable[[Split, list], Dla
 class BestSnapshot:
     """Keeps a copy of the generator whose periodic validation KID was the lowest."""
 
-    def __init__(self, policy: str, path: Path | None = None, resume: bool = False):
-        """``path``: where the kept snapshot is written, so that ``--resume`` picks it up."""
+    def __init__(self, policy: str, path: Path | None = None, resume: bool = False, first_epoch: int = 0):
+        """``path``: where the kept snapshot is written, so that ``--resume`` picks it up;
+        ``first_epoch`` (0-based): earlier evaluations are not candidates."""
         if policy not in SELECT_CHOICES:
             raise DafslError(f"augmenter.select: expected one of {', '.join(SELECT_CHOICES)}, got {policy!r}")
-        self.policy, self.path = policy, path
+        self.policy, self.path, self.first_epoch = policy, path, int(first_epoch)
         self.kid, self.epoch, self.state = float("inf"), None, None
         if resume and path is not None and Path(path).is_file():
             saved = load_checkpoint(Path(path))
             self.kid, self.epoch, self.state = float(saved["kid"]), int(saved["epoch"]), saved["model"]
 
     def offer(self, g: torch.nn.Module, kid: float, epoch: int) -> None:
-        if self.policy == "best_val_kid" and kid < self.kid:
+        if self.policy == "best_val_kid" and epoch >= self.first_epoch and kid < self.kid:
             self.kid, self.epoch, self.state = kid, epoch, copy.deepcopy(g.state_dict())
             if self.path is not None:
                 save_checkpoint({"model": self.state, "kid": kid, "epoch": epoch}, Path(self.path))

@@ -111,7 +111,8 @@ def _run(ctx: StageContext) -> dict:
 
     probe, test_probe, feat_meta = quality_probes(cfg, cls, crop, quiet=ctx.quiet)  # val, test
     zoo_time = {FEATNET_ENTRY: zoo_build_time(feat_meta)}
-    snapshot = BestSnapshot(str(aug["select"]), out_dir / "best_snapshot.pt", resume=ctx.resume)
+    snapshot = BestSnapshot(str(aug["select"]), out_dir / "best_snapshot.pt", resume=ctx.resume,
+                            first_epoch=int(float(aug["select_after"]) * int(aug["epochs"])))
 
     torch.manual_seed(seed)
     gan = build_gan(aug)
