@@ -1,10 +1,11 @@
 """Stage 2 of DA-FSL: ``run(ctx)`` trains the GAN augmenter on the Dlack faces in the
 context's transfer mode and fills Dlack with generated faces.
 
-Flow: Dlack crops (detector or ground truth) -> quality probe (attribute net +
-held-out real Dlack faces) -> GAN built and put in its mode by
-:func:`dafsl.transfer.apply_mode` -> :func:`dafsl.engine.fit` -> final KID / precision
-/ recall -> generated faces + manifest -> summary and outputs.
+Flow: Dlack crops (detector or ground truth) -> quality probes (feature net +
+validation and test Dlack faces, cut the same way) -> GAN built and put in its mode by
+:func:`dafsl.transfer.apply_mode` -> :func:`dafsl.engine.fit` (fine-tuning settings of
+``augmenter.target``, best-validation-KID snapshot) -> final KID / precision / recall ->
+degraded generated faces (+ the source GAN's Denough fill) -> summary and outputs.
 
 Which layers each mode freezes (:func:`frozen_modules`; table in docs/augmenter.md):
 
