@@ -20,7 +20,7 @@ from typing import Any, Iterable
 
 import yaml
 
-from dafsl.config_schema import validate
+from dafsl.config_schema import MIXED_TYPES, validate
 from dafsl.errors import DafslError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -128,6 +128,8 @@ _INF = ("inf", "+inf", ".inf", "+.inf", "infinity", "+infinity")
 
 def _check_type(key: str, default: Any, value: Any, origin: str) -> Any:
     """Accept ``value`` for ``key`` if it fits the default's type (None defaults take anything)."""
+    if key in MIXED_TYPES:  # the schema's rule decides (e.g. "match" or a number)
+        return value
     if default is None or value is None:
         return value
     if isinstance(default, float) and isinstance(value, str) and value.strip().lower() in _INF:

@@ -174,6 +174,14 @@ class ListOf(Rule):
         return [self.item.normalise(v) for v in value]
 
 
+class DenoughFill(Rule):
+    allows = "match, or a number of faces >= 0"
+    bad = ("matc", -1, 2.5)
+
+    def ok(self, value):
+        return value == "match" or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
+
+
 class DiffAugment(Rule):
     allows = f"comma-separated names from {', '.join(DIFFAUG_POLICIES)}, or \"\" (off)"
     bad = ("colour", "color,translate")
@@ -295,8 +303,23 @@ SCHEMA: dict[str, Rule] = {
     "augmenter.fill_count": Nullable(COUNT0),
     **{f"augmenter.source.{k}": rule for k, rule in _GAN.items()},
     "augmenter.source.max_faces": COUNT0,      # 0: every Denough face
-    **{f"augmenter.attrnet.{k}": COUNT for k in ("epochs", "batch_size", "width", "feature_dim")},
-    "augmenter.attrnet.lr": POSITIVE,
+    **{f"augmenter.featnet.{k}": COUNT for k in ("epochs", "batch_size", "width", "feature_dim")},
+    "augmenter.featnet.lr": POSITIVE,
+    "augmenter.featnet.temperature": POSITIVE,
+    "augmenter.featnet.positives": Choice("identity", "self"),
+    "augmenter.target.lr_g": Nullable(POSITIVE), "augmenter.target.lr_d": Nullable(POSITIVE),
+    "augmenter.target.ema_beta": Nullable(Number(0, 1, hi_open=True)),
+    "augmenter.target.steps_per_epoch": Nullable(COUNT),
+    "augmenter.target.r1_gamma": NON_NEGATIVE, "augmenter.target.r1_every": COUNT,
+    "augmenter.target.d_bn": Choice("train", "frozen"),
+    "augmenter.select": Choice("last", "best_val_kid"),
+    "augmenter.select_after": Number(0, 1, hi_open=True),
+    "augmenter.degrade.blur_prob": UNIT, "augmenter.degrade.jpeg_prob": UNIT,
+    "augmenter.degrade.blur_sigma": ListOf(NON_NEGATIVE, length=2),
+    "augmenter.degrade.noise_std": ListOf(NON_NEGATIVE, length=2),
+    "augmenter.degrade.jpeg_quality": ListOf(Int(1), length=2),
+    "augmenter.denough_fill": DenoughFill(),
+    "augmenter.probe.folds": Int(2),
     "classifier.backbone": TimmModel(("resnet10",)),
     "classifier.source": Source(*CLASSIFIER_SOURCES),
     "classifier.zoo_entry": Text(),            # the names live in dafsl.zoo (not a leaf)
@@ -332,7 +355,9 @@ SCHEMA: dict[str, Rule] = {
 }
 
 # Keys whose type (fixed by default.yaml) is all there is to check.
-TYPE_ONLY = frozenset({"detector.fpn_extra_pool", "classifier.system_eval"})
+#: keys whose value may be of several types: the schema rule, not the default's type, decides
+MIXED_TYPES = frozenset({"augmenter.denough_fill"})
+TYPE_ONLY = frozenset({"detector.fpn_extra_pool", "classifier.system_eval", "augmenter.degrade.enabled"})
 
 
 # ------------------------------------------------------------------ cross-key rules

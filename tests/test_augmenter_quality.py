@@ -1,6 +1,8 @@
 """KID (unbiased MMD^2, polynomial kernel), k-NN precision/recall, DiffAugment and the BCE losses."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -128,15 +130,30 @@ def test_bce_losses_match_the_dcgan_definitions():
     assert float(generator_loss(fake)) == pytest.approx(float(-(torch.log(sig(fake))).mean()), rel=1e-5)
 
 
-def test_attribute_net_features_pool_every_stage():
-    from dafsl.augmenter.attrnet import AttributeNet
+def test_feature_net_features_pool_every_stage():
+    from dafsl.augmenter.featnet import FeatureNet
 
     torch.manual_seed(0)
-    net = AttributeNet(n_attributes=9, width=4, feature_dim=16).eval()
+    net = FeatureNet(width=4, feature_dim=16, proj_dim=8).eval()
     x = torch.rand(3, 3, 32, 32) * 2 - 1
     feats = net.features(x)
     assert feats.shape == (3, 4 + 8 + 16 + 16) and net.feature_dim == 44
-    # the head reads the last stage's pooled activations only
-    torch.testing.assert_close(net(x), net.head(feats[:, -16:]))
+    # the projection head reads the last stage's pooled activations only
+    torch.testing.assert_close(net(x), net.proj(feats[:, -16:]))
     # the first stage's slice is the spatial mean of its activations
     torch.testing.assert_close(feats[:, :4], net.stages[0](x).mean(dim=(2, 3)))
+
+
+def test_nt_xent_finds_twins_and_matches_a_hand_computation():
+    from dafsl.augmenter.featnet import nt_xent
+
+    # Orthogonal pairs: each view's twin is its most similar other view.
+    z1 = torch.eye(3)
+    loss, acc = nt_xent(z1, z1.clone(), temperature=1.0)
+    assert acc == 1.0
+    # Row 0 of the 6x6 similarity: twin (index 3) has cos 1, four others 0, itself masked:
+    # CE = -log(e^1 / (e^1 + 4 e^0)), the same for every row.
+    assert float(loss) == pytest.approx(-math.log(math.e / (math.e + 4)), rel=1e-6)
+    # Swapped twins: each view is closest to the wrong one.
+    _, acc = nt_xent(z1, z1[[1, 2, 0]], temperature=1.0)
+    assert acc == 0.0

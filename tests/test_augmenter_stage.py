@@ -54,6 +54,15 @@ def test_smoke_run_writes_faces_manifest_summary_and_metrics(vanilla_run):
     h, w = side.shape[:2]
     assert h % 3 == 0 and w > 2 * h
     assert not np.array_equal(side[:, : w // 2 - 9], side[:, w - (w // 2 - 9):])
+    # the Denough fill from the source GAN: as many as the Dlack fill, the other class
+    denough = json.loads((vanilla_run / outputs["generated_denough_manifest"]).read_text())
+    assert denough["class"] == "male" and denough["count"] == 12 == summary["generated_denough"]
+    # the selected snapshot: the lowest validation KID of the evaluations from
+    # select_after (0.5) x 5 epochs on, i.e. 0-based epoch >= 2
+    kids = {r["epoch"] + 1: r["kid"] for r in read_metrics(vanilla_run / "metrics.jsonl", "augmenter")
+            if "kid" in r and r["epoch"] >= 2}
+    assert summary["select"] == "best_val_kid" and summary["selected_epoch"] == min(kids, key=kids.get)
+    assert {"kid_test", "kid_real_crops", "kid_real_crops_test", "kid_degraded"} <= summary.keys()
     assert sorted(p.name for p in (vanilla_run / "augmenter" / "samples").glob("*.png")) == [
         "epoch0002.png", "epoch0004.png", "epoch0005.png"]
     records = read_metrics(vanilla_run / "metrics.jsonl", "augmenter")

@@ -1,17 +1,16 @@
 """Sample quality without downloaded weights: KID and k-NN precision/recall in the
-feature space of a small face-attribute network the project trains itself.
+feature space of a small network the project trains itself.
 
 Inception (FID/KID's usual feature space) cannot be downloaded here, so the features
-come from :class:`dafsl.augmenter.attrnet.AttributeNet`, a small CNN the project trains
-itself (zoo entry ``augmenter-attrnet``) to predict per-face attributes. Its features
-are the average-pooled activations of all four of its stages (240 values), so colour
-and edge statistics count next to the attribute-level ones. Caveat, measured: a feature
-net this small rates some degenerate outputs (upsampled 4x4 colour blobs of a random G)
-about as close to real faces by KID as a trained GAN's faces, because blobs look
-"average"; precision (0.03 for such blobs vs ~0.7 for GAN faces) tells them apart, so
-read KID together with precision/recall.
-Generated faces are compared with *held-out* real faces of the Dlack class (the test
-split), which neither the GAN nor the attribute net saw.
+come from :class:`dafsl.augmenter.featnet.FeatureNet` (zoo entry ``augmenter-featnet``),
+trained self-supervised on the Denough training faces only. Its features are the
+average-pooled activations of all four of its stages (240 values), so colour and edge
+statistics count next to the shape-level ones.
+
+Generated faces are compared with *held-out* real faces of the Dlack class, cropped the
+way the GAN's training faces are (detector boxes, same margin): the validation split's
+for the per-epoch curve and snapshot selection, the test split's for the final figure
+only. Neither the GAN nor the feature net saw them.
 
 * KID (Binkowski et al. 2018): the unbiased MMD^2 estimate with the cubic polynomial
   kernel ``k(x, y) = (x.y / d + 1)^3``, averaged over random subsets (mean and std).
@@ -27,11 +26,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dafsl.augmenter.attrnet import AttributeNet
+from dafsl.augmenter.featnet import FeatureNet
 
 
 @torch.no_grad()
-def extract_features(net: AttributeNet, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+def extract_features(net: FeatureNet, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """(N, 3, r, r) in [-1, 1] -> (N, net.feature_dim) float64 on the CPU; ``net`` in eval mode."""
     net.eval()
     device = next(net.parameters()).device
@@ -87,44 +86,31 @@ def precision_recall(fake: torch.Tensor, real: torch.Tensor, k: int = 3) -> tupl
 
 
 class QualityProbe:
-    """Scores a generator against held-out real faces in the attribute net's feature space.
+    """Scores a generator against held-out real faces in the feature net's space.
 
     ``reference`` (N, 3, R, R) are the held-out real faces; a fixed latent bank (drawn
     once from ``seed``) makes the per-epoch KIDs of one run, and of runs in different
     modes, comparable and leaves the training RNG untouched.
     """
 
-    def __init__(self, net: AttributeNet, reference: torch.Tensor, latent_dim: int, *,
+    def __init__(self, net: FeatureNet, reference: torch.Tensor, latent_dim: int, *,
                  eval_samples: int, final_samples: int, subsets: int, subset_size: int,
-                 k: int, seed: int, attribute_names: list[str] | None = None):
+                 k: int, seed: int):
         self.net = net.eval()
         self.ref_features = extract_features(net, reference)
         gen = torch.Generator().manual_seed(seed + 7919)
         self.z_eval = torch.randn(eval_samples, latent_dim, generator=gen)
         self.z_final = torch.randn(final_samples, latent_dim, generator=gen)
         self.subsets, self.subset_size, self.k, self.seed = subsets, subset_size, k, seed
-        self.attribute_names = attribute_names or [f"a{i}" for i in range(net.head.out_features)]
 
     def kid_of(self, images: torch.Tensor) -> tuple[float, float]:
         """KID (mean, std) of images (N, 3, R, R) against the reference faces."""
         return kid(extract_features(self.net, images), self.ref_features, self.subsets,
                    self.subset_size, self.seed)
 
-    @torch.no_grad()
-    def attribute_means(self, features: torch.Tensor) -> dict[str, float]:
-        """Mean predicted attribute (probability) over a set, from its (N, d) features."""
-        probs = torch.sigmoid(self.net.head(features[:, -self.net.head.in_features:].float())).mean(dim=0)
-        return {n: float(p) for n, p in zip(self.attribute_names, probs)}
-
     def full_report(self, images: torch.Tensor) -> dict:
-        """KID (+ std), precision and recall of ``images`` (N, 3, R, R), plus the attribute
-        net's mean attributes of the generated and the reference faces, and their mean
-        absolute gap: whether the generated faces carry the Dlack class's cues (KID alone
-        is dominated by diversity with a few real faces)."""
+        """KID (+ std), precision and recall of ``images`` (N, 3, R, R)."""
         feats = extract_features(self.net, images)
         kid_mean, kid_std = kid(feats, self.ref_features, self.subsets, self.subset_size, self.seed)
         precision, recall = precision_recall(feats, self.ref_features, self.k)
-        gen_attr, ref_attr = self.attribute_means(feats), self.attribute_means(self.ref_features)
-        gap = sum(abs(gen_attr[n] - ref_attr[n]) for n in gen_attr) / max(len(gen_attr), 1)
-        return {"kid": kid_mean, "kid_std": kid_std, "precision": precision, "recall": recall,
-                "attribute_gap": gap, "attributes_generated": gen_attr, "attributes_reference": ref_attr}
+        return {"kid": kid_mean, "kid_std": kid_std, "precision": precision, "recall": recall}

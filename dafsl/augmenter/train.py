@@ -1,10 +1,11 @@
 """Stage 2 of DA-FSL: ``run(ctx)`` trains the GAN augmenter on the Dlack faces in the
 context's transfer mode and fills Dlack with generated faces.
 
-Flow: Dlack crops (detector or ground truth) -> quality probe (attribute net +
-held-out real Dlack faces) -> GAN built and put in its mode by
-:func:`dafsl.transfer.apply_mode` -> :func:`dafsl.engine.fit` -> final KID / precision
-/ recall -> generated faces + manifest -> summary and outputs.
+Flow: Dlack crops (detector or ground truth) -> quality probes (feature net +
+validation and test Dlack faces, cut the same way) -> GAN built and put in its mode by
+:func:`dafsl.transfer.apply_mode` -> :func:`dafsl.engine.fit` (fine-tuning settings of
+``augmenter.target``, best-validation-KID snapshot) -> final KID / precision / recall ->
+degraded generated faces (+ the source GAN's Denough fill) -> summary and outputs.
 
 Which layers each mode freezes (:func:`frozen_modules`; table in docs/augmenter.md):
 
@@ -25,18 +26,22 @@ from pathlib import Path
 import torch
 
 from dafsl import transfer
-from dafsl.augmenter.attrnet import load_attribute_net
 from dafsl.augmenter.data import DlackCrops, to_tensor, to_uint8
+from dafsl.augmenter.denough import denough_count, write_denough_fill
+from dafsl.augmenter.degrade import check_params, degrade_faces, scene_face_sides
+from dafsl.augmenter.featnet import load_feature_net
 from dafsl.augmenter.diffaug import parse_policy
 from dafsl.augmenter.networks import GAN, build_gan
 from dafsl.augmenter.quality import QualityProbe
 from dafsl.augmenter.samples import write_generated, write_grid, write_real_vs_generated
+from dafsl.augmenter.target import TargetTrainer, target_config
 from dafsl.augmenter.trainer import GanTrainer, generate, growth_for
+from dafsl.augmenter.reference import BestSnapshot, make_cropper
 from dafsl.augmenter.zoo import GAN_ENTRY
 from dafsl.data import Split, load_split
 from dafsl.engine import fit
 from dafsl.errors import DafslError
-from dafsl.faces import class_faces, crop_faces, crop_source, face_boxes, split_detections
+from dafsl.faces import class_faces
 from dafsl.log import get_logger
 from dafsl.runs import save_checkpoint
 from dafsl.stages import StageContext, StageResult
@@ -71,30 +76,13 @@ def dlack_class(ctx: StageContext) -> str:
     return dlack[0]
 
 
-def collect_crops(ctx: StageContext, train: Split, cls: str) -> DlackCrops:
-    """The Dlack faces as (N, r, r, 3) uint8 crops, at the BDRP boxes or annotated boxes
-    (:mod:`dafsl.faces`: one framing and one matching rule for every stage)."""
-    fcfg, size = ctx.cfg["faces"], int(ctx.cfg["augmenter"]["resolution"])
-    faces = class_faces(train, cls, int(ctx.cfg["augmenter"]["shots"]))
+def collect_crops(crop, train: Split, cls: str, shots: int) -> DlackCrops:
+    """The Dlack faces as (N, r, r, 3) uint8 crops, cut by ``crop`` (:func:`make_cropper`)."""
+    faces = class_faces(train, cls, shots)
     if len(faces) < 2:
         raise DafslError(f"{train.label}: Dlack class '{cls}' has {len(faces)} usable face "
                          f"crop(s); the augmenter needs at least 2")
-    checkpoint = ctx.optional_output("detector", "checkpoint")
-    source = crop_source(fcfg["crops"], checkpoint is not None, "augmenter")
-    detections = None
-    if source == "detector":
-        if not Path(checkpoint).is_file():
-            raise DafslError(f"{checkpoint}: detector checkpoint named in the detector outputs not found")
-        detections = split_detections(Path(checkpoint), train, ctx.device, ctx.cfg["data"]["cache_dir"])
-    boxes = face_boxes(faces, detections, float(fcfg["score_threshold"]), float(fcfg["match_iou"]))
-    for ann_id in boxes.missed:
-        log.info(f"detector missed Dlack face {ann_id} (no detection with IoU >= "
-                 f"{fcfg['match_iou']}); using its annotated box")
-    if source == "detector":
-        log.info(f"crops: {len(faces) - len(boxes.missed)}/{len(faces)} Dlack faces cropped at "
-                 f"BDRP detections ({checkpoint})")
-    images = crop_faces(train, faces, size, float(fcfg["margin"]), boxes.boxes)
-    return DlackCrops(images, source, boxes.missed, boxes.ious)
+    return crop(train, faces)
 
 
 def fill_count(aug: dict, split_info: dict, cls: str) -> int:
@@ -108,17 +96,20 @@ def fill_count(aug: dict, split_info: dict, cls: str) -> int:
 
 
 def run(ctx: StageContext) -> StageResult:
-    """Crops -> quality probe -> GAN in its mode -> fit -> :func:`finish`."""
+    """Crops -> quality probes -> GAN in its mode -> fit -> :func:`finish`."""
     cfg, aug, mode = ctx.cfg, ctx.cfg["augmenter"], ctx.mode
     seed = int(cfg["seed"])
     out_dir = ctx.run.stage_dir("augmenter")
     cls = dlack_class(ctx)
     policy = parse_policy(str(aug["diffaug"]))
     train = load_split(cfg["data"]["manifest"], "train", cfg["data"]["cache_dir"])
-    crops = collect_crops(ctx, train, cls)
+    crop = make_cropper(ctx)
+    crops = collect_crops(crop, train, cls, int(aug["shots"]))
     reals = to_tensor(crops.images)
 
-    probe, attr_meta = quality_probe(cfg, cls, ctx.device)
+    probe, test_probe, _ = quality_probes(cfg, cls, crop, ctx.device)  # val, test
+    snapshot = BestSnapshot(str(aug["select"]), out_dir / "best_snapshot.pt", resume=ctx.resume,
+                            first_epoch=int(float(aug["select_after"]) * int(aug["epochs"])))
 
     torch.manual_seed(seed)
     gan = build_gan(aug)
@@ -129,7 +120,7 @@ def run(ctx: StageContext) -> StageResult:
                                  frozen=frozen_modules(mode, gan, aug, cfg["transfer"]),
                                  required=("G.", "D."), lr_factor=float(cfg["transfer"]["lr_factor"]),
                                  log=log.info)
-    growth = growth_for(aug, gan.num_levels, grown=(mode != "vanilla"))
+    growth = growth_for(target_config(aug), gan.num_levels, grown=(mode != "vanilla"))
     epochs = int(aug["epochs"])
     if growth.total_steps > epochs * int(aug["steps_per_epoch"]):
         log.info(f"{epochs} epochs end before G reaches {aug['resolution']} px (growth needs "
@@ -142,52 +133,75 @@ def run(ctx: StageContext) -> StageResult:
     def evaluate(g_ema, level: int, alpha: float, epoch: int) -> dict:
         fakes = generate(g_ema, probe.z_eval, level, alpha)
         kid_mean, kid_std = probe.kid_of(fakes)
+        snapshot.offer(g_ema, kid_mean, epoch)  # augmenter.select: best_val_kid keeps the lowest
         if sample_every > 0 and ((epoch + 1) % sample_every == 0 or epoch == epochs - 1):
             write_grid(out_dir / "samples" / f"epoch{epoch + 1:04d}.png", to_uint8(fakes[:64]))
         return {"kid": kid_mean, "kid_std": kid_std}
 
-    trainer = GanTrainer(gan, reals, aug, seed=seed, epochs=epochs, growth=growth, policy=policy,
-                         device=ctx.device, evaluate_fn=evaluate,
-                         make_scheduler=lambda opt: transfer.build_scheduler(opt, mode, cfg["transfer"]))
+    target = aug.get("target") or {}  # fine-tuning-only settings (dafsl/augmenter/target.py)
+    trainer = TargetTrainer(gan, reals, target_config(aug), seed=seed, epochs=epochs, growth=growth,
+                            policy=policy, device=ctx.device, evaluate_fn=evaluate,
+                            make_scheduler=lambda opt: transfer.build_scheduler(opt, mode, cfg["transfer"]),
+                            r1_gamma=float(target.get("r1_gamma", 0.0)),
+                            r1_every=int(target.get("r1_every", 1)), d_bn=str(target.get("d_bn", "train")))
     records = fit(trainer, ctx.run, epochs, mode=mode, resume=ctx.resume)
-    return finish(ctx, trainer, probe, crops, records, report, kid_start, cls)
+    return finish(ctx, trainer, (probe, test_probe), crops, records, report, kid_start, cls, snapshot)
 
 
-def quality_probe(cfg: dict, cls: str, device: torch.device | str = "cpu") -> tuple[QualityProbe, dict]:
-    """The attribute net (zoo) and the quality reference: up to ``reference_faces`` faces of
-    class ``cls`` from the test split, which the GAN never sees. Returns (probe, net meta)."""
+def quality_probes(cfg: dict, cls: str, crop, device: torch.device | str = "cpu"
+                   ) -> tuple[QualityProbe, QualityProbe, dict]:
+    """The feature net (zoo) and two references of up to ``reference_faces`` class-``cls``
+    faces cut like the GAN's training faces: the validation split's (periodic KID, snapshot
+    selection) and the test split's (final figure only). Returns (val, test, net meta)."""
     aug, seed = cfg["augmenter"], int(cfg["seed"])
-    attr_net, attr_meta = load_attribute_net(cfg, device)
-    test = load_split(cfg["data"]["manifest"], "test", cfg["data"]["cache_dir"])
-    ref_faces = class_faces(test, cls, int(aug["reference_faces"]))
-    if len(ref_faces) < 2:
-        raise DafslError(f"{test.label}: needs at least 2 '{cls}' faces as the quality reference")
-    reference = to_tensor(crop_faces(test, ref_faces, int(aug["resolution"]), float(cfg["faces"]["margin"])))
-    probe = QualityProbe(attr_net, reference, int(aug["latent_dim"]),
-                         eval_samples=int(aug["eval_samples"]), final_samples=int(aug["final_samples"]),
-                         subsets=int(aug["kid_subsets"]), subset_size=int(aug["kid_subset_size"]),
-                         k=int(aug["pr_k"]), seed=seed, attribute_names=attr_meta.get("attributes"))
-    return probe, attr_meta
+    net, meta = load_feature_net(cfg, device)
+    probes = []
+    for name in ("val", "test"):
+        split = load_split(cfg["data"]["manifest"], name, cfg["data"]["cache_dir"])
+        faces = class_faces(split, cls, int(aug["reference_faces"]))
+        if len(faces) < 2:
+            raise DafslError(f"{split.label}: needs at least 2 '{cls}' faces as the quality reference")
+        probes.append(QualityProbe(net, to_tensor(crop(split, faces).images), int(aug["latent_dim"]),
+                                   eval_samples=int(aug["eval_samples"]),
+                                   final_samples=int(aug["final_samples"]),
+                                   subsets=int(aug["kid_subsets"]), subset_size=int(aug["kid_subset_size"]),
+                                   k=int(aug["pr_k"]), seed=seed))
+    return probes[0], probes[1], meta
 
 
-def finish(ctx: StageContext, trainer: GanTrainer, probe: QualityProbe, crops: DlackCrops,
-           records: list[dict], report: transfer.TransferReport, kid_start: float,
-           cls: str) -> StageResult:
-    """After training: final quality, the generated faces + manifest, grids, the EMA G,
-    summary.json; returns the recorded stage outputs."""
+def finish(ctx: StageContext, trainer: GanTrainer, probes: tuple[QualityProbe, QualityProbe],
+           crops: DlackCrops, records: list[dict], report: transfer.TransferReport, kid_start: float,
+           cls: str, snapshot: BestSnapshot) -> StageResult:
+    """After training: the selected snapshot, final quality (validation and test references),
+    the degraded generated faces + manifest, grids, the EMA G, summary.json; returns the
+    recorded stage outputs."""
     aug, mode, seed = ctx.cfg["augmenter"], ctx.mode, int(ctx.cfg["seed"])
     out_dir = ctx.run.stage_dir("augmenter")
     g_ema = trainer.g_ema
+    selected_epoch = snapshot.restore(g_ema)
+    probe, test_probe = probes
     level, alpha = trainer.growth.at(max(trainer.step - 1, 0))
-    final = probe.full_report(generate(g_ema, probe.z_final, level, alpha))
-    ceiling = probe.kid_of(to_tensor(crops.images))  # the real Dlack crops: what a perfect copy scores
+    final_fakes = generate(g_ema, probe.z_final, level, alpha)
+    final = probe.full_report(final_fakes)
+    final_test = test_probe.full_report(final_fakes)
+    real_crops = to_tensor(crops.images)  # the real Dlack crops: what a perfect copy scores
+    ceiling, ceiling_test = probe.kid_of(real_crops), test_probe.kid_of(real_crops)
     n_fill = fill_count(aug, ctx.split_info, cls)
     gen = torch.Generator().manual_seed(seed * 1000 + 999)
     fill = to_uint8(generate(g_ema, torch.randn(n_fill, g_ema.latent_dim, generator=gen), level, alpha))
+    degrade = check_params(aug["degrade"])
+    train = load_split(ctx.cfg["data"]["manifest"], "train", ctx.cfg["data"]["cache_dir"])
+    sides = scene_face_sides(train, float(ctx.cfg["faces"]["margin"]))
+    fill = degrade_faces(fill, sides, degrade, seed * 1000 + 998)
+    final_degraded = probe.full_report(to_tensor(degrade_faces(to_uint8(final_fakes), sides, degrade,
+                                                               seed * 1000 + 997)))
     manifest = write_generated(out_dir / "generated", fill, cls, out_dir / "generated.json",
                                extra={"mode": mode, "generator": "generator_ema.pt"})
-    write_real_vs_generated(out_dir / "real_vs_generated.png", crops.images,
-                            to_uint8(generate(g_ema, probe.z_final[:len(crops.images)], level, alpha)))
+    write_real_vs_generated(out_dir / "real_vs_generated.png", crops.images, fill[:len(crops.images)])
+    # generated Denough faces from the source GAN: "generated" then says nothing of the class
+    n_denough = denough_count(aug["denough_fill"], n_fill)
+    denough_manifest = write_denough_fill(ctx.cfg, out_dir, ctx.split_info["denough"][0], n_denough,
+                                          sides, degrade)
     generator_path = out_dir / "generator_ema.pt"
     save_checkpoint({"model": g_ema.state_dict(), "latent_dim": g_ema.latent_dim,
                      "channels": [int(c) for c in aug["channels"]], "resolution": g_ema.resolution,
@@ -201,13 +215,23 @@ def finish(ctx: StageContext, trainer: GanTrainer, probe: QualityProbe, crops: D
         "final_loss_g": last["loss_g"], "final_loss_d": last["loss_d"],
         "final_d_real": last["d_real"], "final_d_fake": last["d_fake"],
         **final, "kid_start": kid_start, "kid_real_crops": ceiling[0],
-        "reference_faces": len(probe.ref_features),
+        "kid_test": final_test["kid"], "kid_test_std": final_test["kid_std"],
+        "precision_test": final_test["precision"], "recall_test": final_test["recall"],
+        "kid_real_crops_test": ceiling_test[0], "kid_degraded": final_degraded["kid"],
+        "reference": "val", "reference_faces": len(probe.ref_features),
+        "reference_faces_test": len(test_probe.ref_features), "select": snapshot.policy,
+        "selected_epoch": None if selected_epoch is None else selected_epoch + 1,
+        "degrade": bool(degrade["enabled"]), "generated_denough": n_denough,
         "trainable_params": report.trainable_params, "frozen_params": report.frozen_params,
         "generated": n_fill, "final_resolution": 4 * 2 ** level, "final_alpha": alpha}
-    log.info(f"{mode}: KID {final['kid']:.4f} +- {final['kid_std']:.4f}, precision "
-             f"{final['precision']:.3f}, recall {final['recall']:.3f} ({len(probe.ref_features)} "
-             f"held-out '{cls}' faces; the real crops score {ceiling[0]:.4f}); wrote {n_fill} "
-             f"faces to {out_dir / 'generated'}")
-    return StageResult(figures, {"generated_dir": out_dir / "generated", "generated_manifest": manifest,
-                                 "generator": generator_path},
-                       train_time_s=float(last["wall_clock_s"]), transfer=report.as_dict())
+    log.info(f"{mode}: KID {final['kid']:.4f} +- {final['kid_std']:.4f} (val), "
+             f"{final_test['kid']:.4f} (test), precision {final['precision']:.3f}, recall "
+             f"{final['recall']:.3f} ({len(probe.ref_features)} validation '{cls}' faces; the real "
+             f"crops score {ceiling[0]:.4f}); wrote {n_fill} degraded faces to {out_dir / 'generated'}")
+    outputs = {"generated_dir": out_dir / "generated", "generated_manifest": manifest,
+               "generator": generator_path}
+    if denough_manifest:
+        outputs.update(generated_denough_manifest=denough_manifest,
+                       generated_denough_dir=out_dir / "generated_denough")
+    return StageResult(figures, outputs, train_time_s=float(last["wall_clock_s"]),
+                       transfer=report.as_dict())

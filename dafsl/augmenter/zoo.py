@@ -5,8 +5,8 @@ It is the source of the transfer modes: the same PG-GAN G / DC-GAN D as the stag
 grown from 4x4 to the target resolution on the Denough faces (male, ground-truth crops
 of the training split), DA-FSL's natural source: plenty of faces of the neighbouring
 class. The checkpoint's ``G.*`` weights are the EMA generator's (the one PG-GAN samples
-from), ``D.*`` the discriminator's. The quality metrics' attribute net is the other
-augmenter entry, in :mod:`dafsl.augmenter.attrnet`.
+from), ``D.*`` the discriminator's. The quality metrics' feature net is the other
+augmenter entry, in :mod:`dafsl.augmenter.featnet`.
 """
 from __future__ import annotations
 
