@@ -357,7 +357,8 @@ SCHEMA: dict[str, Rule] = {
 # Keys whose type (fixed by default.yaml) is all there is to check.
 #: keys whose value may be of several types: the schema rule, not the default's type, decides
 MIXED_TYPES = frozenset({"augmenter.denough_fill"})
-TYPE_ONLY = frozenset({"detector.fpn_extra_pool", "classifier.system_eval", "augmenter.degrade.enabled"})
+TYPE_ONLY = frozenset({"detector.fpn_extra_pool", "classifier.system_eval", "augmenter.degrade.enabled",
+                       "classifier.generated_denough", "classifier.probe"})
 
 
 # ------------------------------------------------------------------ cross-key rules

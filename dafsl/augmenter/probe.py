@@ -72,7 +72,7 @@ def generated_scores(model: nn.Module, images: np.ndarray, input_size: int) -> n
 
 def probe_auc(real: np.ndarray, generated: np.ndarray, *, backbone: str, input_size: int,
               steps: int, batch_size: int, lr: float, weight_decay: float, folds: int = 3,
-              seed: int = 0, init_state: Callable[[nn.Module], None] | None = None) -> dict:
+              seed: int = 0, stem: str = "imagenet", init_state: Callable[[nn.Module], None] | None = None) -> dict:
     """Cross-validated ROC-AUC of a real (label 0) vs generated (label 1) classifier.
 
     ``generated`` is subsampled (seeded) to as many faces as ``real``. ``init_state(model)``
@@ -91,7 +91,7 @@ def probe_auc(real: np.ndarray, generated: np.ndarray, *, backbone: str, input_s
     for k, test_idx in enumerate(stratified_folds(labels, folds, seed)):
         train_idx = np.setdiff1d(np.arange(len(labels)), test_idx)
         torch.manual_seed(seed * 100 + k)
-        model = build_classifier(backbone, 2)
+        model = build_classifier(backbone, 2, stem)
         if init_state is not None:
             init_state(model)
         train_probe(model, images[train_idx], labels[train_idx], steps=steps, batch_size=batch_size,
@@ -112,7 +112,7 @@ def probe_from_config(cfg: dict, real: np.ndarray, generated: np.ndarray,
     return probe_auc(real, generated, backbone=str(c["backbone"]), input_size=int(c["input_size"]),
                      steps=steps, batch_size=int(c["batch_size"]), lr=float(c["lr"]),
                      weight_decay=float(c["weight_decay"]), folds=int(cfg["augmenter"]["probe"]["folds"]),
-                     seed=int(cfg["seed"]), init_state=init_state)
+                     seed=int(cfg["seed"]), stem=str(c.get("stem", "imagenet")), init_state=init_state)
 
 
 def main(argv: list[str] | None = None) -> dict:

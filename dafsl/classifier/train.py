@@ -100,8 +100,35 @@ def training_faces(ctx, train: FaceSet, classes: list[str], positive: str) -> tu
                           crop_size_of(ctx.cfg), limit=max(want, 1))
     if len(gen) < want:
         log.info(f"the augmenter made {len(gen)} faces, fewer than the {want} that would "
-                  f"balance the classes; using all of them")
-    return FaceSet.concat([train, gen]), {"generated_used": len(gen)}
+                 f"balance the classes; using all of them")
+    parts, info = [train, gen], {"generated_used": len(gen)}
+    if c["generated_denough"] and out.get("generated_denough_manifest"):
+        # generated faces of the other class too (the source GAN's): "generated" then
+        # carries no class information
+        other = generated_faces(out["generated_denough_manifest"], out["generated_denough_dir"],
+                                classes, crop_size_of(ctx.cfg), limit=max(len(gen), 1))
+        parts.append(other)
+        info["generated_denough_used"] = len(other)
+    return FaceSet.concat(parts), info
+
+
+def real_vs_generated_probe(ctx, val: FaceSet, train_set: FaceSet, positive_idx: int,
+                            initial_state: dict) -> dict:
+    """The real-vs-generated probe (:mod:`dafsl.augmenter.probe`) on the generated Dlack faces
+    this classifier trains on, against the validation split's real Dlack-class crops (the
+    GAN never saw them), with the classifier's architecture, starting weights and budget."""
+    from dafsl.augmenter.probe import probe_from_config
+
+    real = val.images[val.labels == positive_idx]
+    generated = train_set.images[(train_set.labels == positive_idx) & train_set.synthetic]
+    if len(generated) == 0:
+        return {}
+    result = probe_from_config(ctx.cfg, real, generated,
+                               init_state=lambda m: m.load_state_dict(initial_state))
+    log.info(f"real-vs-generated probe: ROC-AUC {result['auc']:.3f} +- {result['auc_std']:.3f} "
+             f"({result['folds']} folds; 0.5 = indistinguishable)")
+    return {"probe_auc": result["auc"], "probe_auc_std": result["auc_std"],
+            "probe_auc_folds": result["auc_folds"], "probe_time_s": result["time_s"]}
 
 
 def stage_faces(ctx, classes: list[str], detector_path: Path | None):
@@ -168,6 +195,7 @@ def run(ctx) -> StageResult:
     # -- model, teacher, method ------------------------------------------------
     seed_everything(seed)  # the same initialisation whatever the crops above cost in random numbers
     model, report, src_info = build_model(ctx, c["backbone"], ctx.mode, detector_path)
+    initial_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     # classifier.imbalance: the label loss and sampling (dafsl/classifier/imbalance.py)
     imb = imbalance.plan(c["imbalance"], counts, c["imbalance_params"])
     augment = classic_augmentation(seed) if c["augmentation"].endswith("classic") else None
@@ -212,6 +240,8 @@ def run(ctx) -> StageResult:
     shortcut = shortcut_check(model, train_set, classes.index(positive), positive,
                               int(c["input_size"]))
     eval_time = time.perf_counter() - t0
+    probe = (real_vs_generated_probe(ctx, faces["val"], train_set, classes.index(positive), initial_state)
+             if c["probe"] and gen_info["generated_used"] else {})
     system, system_time = {}, 0.0
     if c["system_eval"] and detector_path is not None:
         t0 = time.perf_counter()
@@ -233,7 +263,7 @@ def run(ctx) -> StageResult:
                "crop_stats": crop_stats, "epochs": len(records),
                "crop_time_s": crop_time, "test_eval_time_s": eval_time,
                "system_eval_time_s": system_time,
-               **{f"test_{k}": v for k, v in test.items()}, **shortcut, **system}
+               **{f"test_{k}": v for k, v in test.items()}, **shortcut, **probe, **system}
     log.info(f"test: balanced accuracy {test['balanced_accuracy']:.3f}, {positive} recall "
              f"{test[f'recall_{positive}']:.3f}, ROC-AUC {test['roc_auc'] or float('nan'):.3f}"
              + (f"; system mAP@0.5 {system['system_map50']:.3f}" if system else ""))
