@@ -32,7 +32,8 @@ HEADLINES = {
     "augmenter": [("kid", "KID", "{:.3f}"), ("kid_real_crops", "KID of the real crops", "{:.3f}")],
     "classifier": [("test_balanced_accuracy", "balanced acc.", "{:.3f}"),
                    ("test_recall_female", "female recall", "{:.3f}"),
-                   ("system_map50", "system mAP@0.5", "{:.3f}")],
+                   ("system_map50", "system mAP@0.5", "{:.3f}"),
+                   ("probe_auc", "real-vs-generated probe AUC", "{:.3f}")],
 }
 
 
