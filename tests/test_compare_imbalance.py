@@ -42,7 +42,9 @@ def test_rows_and_upstream_plan(tmp_path):
     mod = _pipeline()
     assert mod.row_spec("crt")["overrides"] == ["classifier.augmentation=none", "classifier.imbalance=crt"]
     assert mod.row_spec(mod.BEST, "ncm")["overrides"] == ["classifier.augmentation=gan+classic",
-                                                          "classifier.imbalance=ncm"]
+                                                          "classifier.imbalance=ncm",
+                                                          "classifier.probe=false"]
+    assert "classifier.probe=false" not in mod.row_spec("gan+classic")["overrides"]
     oracle = mod.row_spec("oracle")
     assert oracle["oracle"] and "data.manifest=synthfaces_oracle" in oracle["overrides"]
     assert [mod.row_spec(r)["uses_generated"] for r in ("none", "classic", "gan", "gan+classic")] == \
