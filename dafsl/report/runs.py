@@ -99,7 +99,7 @@ def _stage_images(stage_dir: Path) -> list[Path]:
     if not stage_dir.is_dir():
         return []
     out = sorted(stage_dir.glob("*.png"))
-    for d in sorted(p for p in stage_dir.iterdir() if p.is_dir() and p.name != "generated"):
+    for d in sorted(p for p in stage_dir.iterdir() if p.is_dir() and not p.name.startswith("generated")):
         pngs = sorted(d.glob("*.png"))
         out += pngs[-1:] if len(pngs) > 2 else pngs  # a series (samples/epoch*.png): the last
     return out
