@@ -4,17 +4,19 @@ fed to every key by the tests). A leaf module: it imports nothing from ``dafsl``
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from typing import Any
 
-class Rule:
+class Rule(ABC):
     """A predicate on one value. ``allows`` says in words what passes; ``bad`` lists
     values that must fail (the tests feed each to its key)."""
 
     allows = "?"
     bad: tuple = ()
 
+    @abstractmethod
     def ok(self, value: Any) -> bool:
-        raise NotImplementedError
+        """True when ``value`` passes."""
 
     def normalise(self, value: Any) -> Any:
         return value

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
 import numbers
 from collections import defaultdict
@@ -377,7 +376,7 @@ def write_report(result: dict, out_dir: str | Path) -> tuple[Path, Path]:
     return out / "pr_curves.png", out / "report.md"
 
 
-if __name__ == "__main__":  # python -m dafsl.evaluate: see dafsl/evaluate_cli.py
-    from dafsl.evaluate_cli import main
+if __name__ == "__main__":  # python -m dafsl.evaluate: the CLI lives in dafsl/evaluate_cli.py
+    import runpy
 
-    main()
+    runpy.run_module("dafsl.evaluate_cli", run_name="__main__")

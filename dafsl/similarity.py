@@ -396,7 +396,7 @@ def format_decision(decision: dict) -> str:
 
 # ------------------------------------------------------------------------- CLI
 
-if __name__ == "__main__":  # python -m dafsl.similarity: see dafsl/similarity_cli.py
-    from dafsl.similarity_cli import main
+if __name__ == "__main__":  # python -m dafsl.similarity: the CLI lives in dafsl/similarity_cli.py
+    import runpy
 
-    main()
+    runpy.run_module("dafsl.similarity_cli", run_name="__main__")

@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from dafsl.augmenter.diffaug import diff_augment
-from dafsl.augmenter.loss import discriminator_loss, generator_loss
-from dafsl.augmenter.trainer import GanTrainer, real_at, update_ema
+from dafsl.augmenter.loss import discriminator_loss
+from dafsl.augmenter.trainer import GanTrainer, real_at
 from dafsl.errors import DafslError
 
 OVERRIDES = ("lr_g", "lr_d", "ema_beta", "steps_per_epoch")
@@ -80,11 +80,4 @@ class TargetTrainer(GanTrainer):
         self.opt_d.step()
         self.sched_d.step()
 
-        loss_g = generator_loss(D(diff_augment(fake, self.policy), level, alpha))
-        self.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward(inputs=self.g_params)
-        self.opt_g.step()
-        self.sched_g.step()
-        update_ema(self.g_ema, G, self.ema_beta)
-        self.step += 1
-        return {"loss_g": loss_g.item(), "loss_d": bce_d, **figures}
+        return {"loss_g": self.generator_step(fake, level, alpha), "loss_d": bce_d, **figures}

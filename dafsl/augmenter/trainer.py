@@ -149,16 +149,21 @@ class GanTrainer:
         self.opt_d.step()
         self.sched_d.step()
 
-        # G step on the same fakes, judged by the updated D (as the DCGAN example);
-        # backward only into G's trainable weights, D's gradients are not needed.
-        loss_g = generator_loss(D(diff_augment(fake, self.policy), level, alpha))
+        loss_g = self.generator_step(fake, level, alpha)
+        return {"loss_g": loss_g, "loss_d": loss_d.item(), **figures}
+
+    def generator_step(self, fake: torch.Tensor, level: int, alpha: float) -> float:
+        """G step on the same fakes, judged by the updated D (as the DCGAN example);
+        backward only into G's trainable weights (D's gradients are not needed), then the
+        EMA update and the step count. Returns the generator loss."""
+        loss_g = generator_loss(self.gan.D(diff_augment(fake, self.policy), level, alpha))
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward(inputs=self.g_params)
         self.opt_g.step()
         self.sched_g.step()
-        update_ema(self.g_ema, G, self.ema_beta)
+        update_ema(self.g_ema, self.gan.G, self.ema_beta)
         self.step += 1
-        return {"loss_g": loss_g.item(), "loss_d": loss_d.item(), **figures}
+        return loss_g.item()
 
     def growth_state(self) -> dict:
         """Where growth stands for the *next* step: level, resolution, alpha, phase."""
