@@ -56,6 +56,7 @@ SCHEMA: dict[str, Rule] = {
     "seed": Int(0),
     "device": Choice(*DEVICES),
     "out_root": Text(),
+    "checkpoints.keep": COUNT0,
     "data.manifest": Text(), "data.source_manifest": Text(),
     "data.cache_dir": Nullable(Text()),
     "data.imbalance_threshold": Number(0, 1, lo_open=True),

@@ -26,8 +26,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from dafsl.cache import file_digests, file_lock, verify_digests
 from dafsl.errors import DafslError
-from dafsl.log import progress
+from dafsl.log import get_logger, progress
 from dafsl.manifest import Manifest, load_manifest
 
 
@@ -177,11 +178,32 @@ def split_cache_dir(manifest: Manifest, split: str, root: Path) -> Path:
 
 def _generated_split(manifest: Manifest, split: str, spec: dict, root: Path) -> Split:
     out = split_cache_dir(manifest, split, root)
-    coco_path = out / "coco.json"
-    if coco_path.is_file():
-        return Split(manifest, split, out / "images", json.loads(coco_path.read_text()))
-    coco = render_to(manifest, split, spec, out)
+    cached = _cached_split(manifest, split, out)
+    if cached is not None:
+        return cached
+    # one process renders, a concurrent one waits for the lock and then reads the result
+    with file_lock(out, f"{manifest.name}/{split}"):
+        cached = _cached_split(manifest, split, out)
+        if cached is not None:
+            return cached
+        coco = render_to(manifest, split, spec, out)
     return Split(manifest, split, out / "images", coco)
+
+
+def _cached_split(manifest: Manifest, split: str, out: Path) -> Split | None:
+    """The rendered split in ``out`` if it is complete and every file matches the
+    checksum recorded when it was rendered; ``None`` (render again) otherwise."""
+    coco_path, sums = out / "coco.json", out / "checksums.json"
+    if not coco_path.is_file():
+        return None
+    try:
+        problem = verify_digests(out, json.loads(sums.read_text()))
+    except (OSError, json.JSONDecodeError):
+        problem = f"{sums}: missing or unreadable"
+    if problem:
+        get_logger("data").warning(f"{problem}; rendering {manifest.name}/{split} again")
+        return None
+    return Split(manifest, split, out / "images", json.loads(coco_path.read_text()))
 
 
 def render_to(manifest: Manifest, split: str, spec: dict, out: Path) -> dict:
@@ -220,6 +242,7 @@ def render_to(manifest: Manifest, split: str, spec: dict, out: Path) -> dict:
                 "licenses": [{"id": 1, "name": manifest.raw["license"]}],
                 "images": images, "annotations": anns, "categories": cats}
         (tmp / "coco.json").write_text(json.dumps(coco))
+        (tmp / "checksums.json").write_text(json.dumps(file_digests(tmp)))
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)

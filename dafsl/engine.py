@@ -16,15 +16,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import resource
+import signal
 import time
 from typing import Iterable, Protocol
 
 import torch
 
+from dafsl import dist
 from dafsl.errors import DafslError
 from dafsl.log import get_logger, progress
-from dafsl.runs import RunDir, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from dafsl.runs import (RunDir, load_checkpoint, prune_checkpoints, rng_state, save_checkpoint,
+                        seed_everything, set_rng_state)
 
 
 class TrainingDiverged(DafslError):
@@ -80,13 +84,19 @@ def fit(trainer: Trainer, run: RunDir, epochs: int, *, mode: str, resume: bool =
         extra: dict | None = None) -> list[dict]:
     """Train ``trainer`` for ``epochs`` epochs, logging to and checkpointing in ``run``.
 
+    ``run.keep`` (``checkpoints.keep``) > 0 also keeps ``<stage>_epochN.pt`` for the last
+    ``run.keep`` epochs (weights only); ``<stage>_last.pt`` (with the optimiser state, for ``--resume``) is always kept.
+    Under torchrun (:mod:`dafsl.dist`) each rank trains on its share of every batch, the
+    logged losses are the mean over ranks and rank 0 alone writes.
     Returns this stage's metric records (including those of a resumed earlier part).
     """
     stage = trainer.stage
     log = get_logger(stage.split("_")[0])
     ckpt_path = run.checkpoint_path(stage)
+    world = dist.world_size()
     start, wall = 0, 0.0
-    if resume and ckpt_path.exists():
+    if resume and run.shared_checkpoint_path(stage).exists():
+        ckpt_path = run.shared_checkpoint_path(stage)  # rank 0's, for every rank
         state = load_checkpoint(ckpt_path)
         try:
             trainer.load_state_dict(state["trainer"])
@@ -97,17 +107,25 @@ def fit(trainer: Trainer, run: RunDir, epochs: int, *, mode: str, resume: bool =
         start, wall = int(state["epoch"]) + 1, float(state["wall_clock_s"])
         run.truncate_metrics(stage, int(state["epoch"]))
         log.info(f"resumed from {ckpt_path} at epoch {start}/{epochs}")
+        ckpt_path = run.checkpoint_path(stage)
     else:
         run.truncate_metrics(stage, -1)
 
     for epoch in range(start, epochs):
+        if world > 1:
+            # each rank its own random stream (GAN noise, RPN sampling), reseeded per epoch
+            # so that a restarted group draws what an uninterrupted one would
+            seed_everything(hash((int(getattr(trainer, "seed", 0)), epoch, dist.rank())) % 2**31)
         t0 = time.perf_counter()
         sums: dict[str, float] = {}
         n = 0
         batches = trainer.batches(epoch)
         bar = progress(batches, total=len(batches), desc=f"{stage} {epoch + 1}/{epochs}")
         for batch in bar:
-            losses = trainer.train_step(batch)
+            _fault_point(stage, epoch, n)
+            losses = trainer.train_step(dist.shard(batch))
+            if world > 1:
+                losses = dist.mean_over_ranks(losses)
             bad = [k for k, v in losses.items() if not math.isfinite(v)]
             if bad:
                 raise TrainingDiverged(f"{stage} epoch {epoch} step {n}: loss {bad[0]} is "
@@ -132,8 +150,14 @@ def fit(trainer: Trainer, run: RunDir, epochs: int, *, mode: str, resume: bool =
                   "wall_clock_s": wall, "eval_time_s": eval_time, "steps": n,
                   "peak_rss_mb": peak_rss_mb(), **(extra or {}), **record}
         run.log(record)
-        save_checkpoint({"trainer": trainer.state_dict(), "epoch": epoch,
-                         "wall_clock_s": wall, "rng": rng_state()}, ckpt_path)
+        if dist.is_main():
+            state = {"trainer": trainer.state_dict(), "epoch": epoch, "wall_clock_s": wall,
+                     "rng": rng_state()}
+            save_checkpoint(state, ckpt_path)
+            if run.keep > 0:
+                save_checkpoint({"trainer": _weights_only(state["trainer"]), "epoch": epoch},
+                                run.checkpoint_path(stage, f"epoch{epoch}"))
+                prune_checkpoints(run, stage, run.keep)
         if log.isEnabledFor(logging.INFO):
             figs = " ".join(f"{k}={v:.4g}" for k, v in record.items()
                             if isinstance(v, float) and k not in ("epoch_time_s", "eval_time_s",
@@ -141,6 +165,26 @@ def fit(trainer: Trainer, run: RunDir, epochs: int, *, mode: str, resume: bool =
             log.info(f"epoch {epoch + 1}/{epochs} {epoch_time:.1f}s "
                        f"(eval {eval_time:.1f}s, rss {record['peak_rss_mb']:.0f}M) {figs}")
     return run.read_metrics(stage)
+
+
+def _fault_point(stage: str, epoch: int, step: int) -> None:
+    """Fault injection for tests and ``pipelines/fault_injection.py``: with
+    ``DAFSL_KILL_AT=<stage>:<epoch>:<step>[:<rank>]`` in the environment, the process (of that
+    rank, default 0) kills itself with SIGKILL before that step, in a first attempt only
+    (a worker group restarted by torchrun runs through)."""
+    spec = os.environ.get("DAFSL_KILL_AT")
+    if not spec or dist.restarted():
+        return
+    parts = spec.split(":")
+    if (parts[0], int(parts[1]), int(parts[2])) == (stage, epoch, step) and \
+            (int(parts[3]) if len(parts) > 3 else 0) == dist.rank():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _weights_only(state: dict) -> dict:
+    """A trainer state without optimiser and scheduler states (what a user deploys)."""
+    return {k: v for k, v in state.items()
+            if not any(w in k for w in ("opt", "sched", "scaler"))}
 
 
 @contextlib.contextmanager

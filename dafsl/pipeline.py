@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dafsl import dist
 from dafsl.config import DEFAULT_CONFIG, load_config
 from dafsl.data import denough_dlack, load_split
 from dafsl.errors import DafslError, exit_on_error
@@ -103,15 +104,23 @@ def main(argv: list[str] | None = None) -> dict:
     unknown = [s for s in wanted if s not in STAGES]
     if unknown:
         raise DafslError(f"stages.all: unknown stage '{unknown[0]}' (known: {', '.join(STAGES)})")
+    device = dist.init(resolve_device(cfg["device"]))
+    if dist.world_size() > 1 and not args.out:
+        raise DafslError("torchrun: give --out RUN_DIR, the one directory every rank (and a "
+                         "restarted worker group) writes to and resumes from")
+    resume = args.resume or dist.restarted()  # torchrun --max-restarts: resume by itself
     out = Path(args.out) if args.out else RunDir.default_path(args.stage, args.kd, cfg["out_root"])
-    run = RunDir(out)
+    run = RunDir(out, keep=int(cfg["checkpoints"]["keep"]))
     run.save_config(cfg)
-    ctx = StageContext(cfg=cfg, run=run, mode=args.kd, device=resolve_device(cfg["device"]),
-                       split_info=prepare_data(cfg, run), resume=args.resume,
+    ctx = StageContext(cfg=cfg, run=run, mode=args.kd, device=device,
+                       split_info=dist.main_first(prepare_data, cfg, run), resume=resume,
                        from_run=Path(args.from_run) if args.from_run else None)
     for stage in wanted:
         run_stage(ctx, stage, args.kd)
     summary = run.read_summary()
+    if not dist.is_main():
+        run.close_rank()
+        return summary
     lines = [headline_table(summary, wanted)]
     if args.stage == "all" and wanted:
         lines.append(f"report: {write_run_report(run, wanted)}")
@@ -121,4 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        dist.shutdown()

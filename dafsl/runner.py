@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 
-from dafsl import zoo
+from dafsl import dist, zoo
 from dafsl.engine import peak_rss_mb, torch_threads
 from dafsl.log import get_logger
 from dafsl.runs import seed_everything
@@ -43,8 +43,8 @@ def run_stage(ctx: StageContext, name: str, requested_mode: str) -> dict:
             decision = auto_decision(cfg, name, ctx.split_info)
             mode = decision["mode"]
             log.info(f"--kd auto: {format_decision(decision)}")
-        for entry in stage.zoo_needs(cfg, mode):
-            zoo.get(entry, cfg, device=ctx.device)
+        for entry in stage.zoo_needs(cfg, mode):  # under torchrun: rank 0 builds, others wait
+            dist.main_first(zoo.get, entry, cfg, device=ctx.device)
         ctx.mode = mode
         # every stage starts from the seed, so a stage run alone (--from) repeats exactly
         # what it did inside the chain, whatever earlier stages or zoo builds consumed
@@ -67,4 +67,5 @@ def run_stage(ctx: StageContext, name: str, requested_mode: str) -> dict:
                  + ", ".join(f"{n} {s:.0f}s" for n, s in built.items()))
     outputs = write_outputs(ctx.run, name, {k: v for k, v in result.outputs.items() if v is not None})
     ctx.outputs[name] = outputs
+    dist.barrier()  # the next stage starts together on every rank
     return outputs

@@ -14,6 +14,7 @@ file in the same directory followed by :func:`os.replace`, which is atomic on PO
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dafsl import dist
 from dafsl.config import dump_config, plain
 from dafsl.errors import DafslError
 
@@ -102,9 +104,14 @@ def seed_everything(seed: int) -> None:
 class RunDir:
     """A run directory: resolved config, metrics log, summary, checkpoints, stage outputs."""
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
+    def __init__(self, path: str | Path, keep: int = 0):
+        # Under torchrun, rank 0 writes the run directory; every other rank writes into a
+        # private scratch directory inside it (removed by :meth:`close_rank`) and reads
+        # rank 0's checkpoints when it resumes (:meth:`shared_checkpoint_path`).
+        self.shared = Path(path)
+        self.path = self.shared if dist.is_main() else self.shared / ".ranks" / str(dist.rank())
         self.path.mkdir(parents=True, exist_ok=True)
+        self.keep = int(keep)  # checkpoints.keep: per-epoch weight files kept (0: none)
         self.checkpoints = self.path / "checkpoints"
         self.checkpoints.mkdir(exist_ok=True)
         self.metrics_path = self.path / "metrics.jsonl"
@@ -124,6 +131,19 @@ class RunDir:
 
     def checkpoint_path(self, stage: str, name: str = "last") -> Path:
         return self.checkpoints / f"{stage}_{name}.pt"
+
+    def shared_checkpoint_path(self, stage: str, name: str = "last") -> Path:
+        """Rank 0's checkpoint (the same as :meth:`checkpoint_path` in one process)."""
+        return self.shared / "checkpoints" / f"{stage}_{name}.pt"
+
+    def close_rank(self) -> None:
+        """Remove this rank's scratch directory (a no-op on rank 0)."""
+        if self.path != self.shared:
+            import shutil
+
+            shutil.rmtree(self.path, ignore_errors=True)
+            with contextlib.suppress(OSError):  # the last rank out removes .ranks/
+                self.path.parent.rmdir()
 
     # -- metrics -------------------------------------------------------------
     def log(self, record: dict) -> None:
@@ -166,6 +186,15 @@ class RunDir:
             summary.setdefault(stage, {}).update(values)
         atomic_write_json(self.summary_path, summary)
         return summary
+
+
+def prune_checkpoints(run: RunDir, stage: str, keep: int) -> None:
+    """Keep the ``keep`` newest ``<stage>_epochN.pt`` of ``run``; delete older ones."""
+    found = sorted(((int(p.stem.rsplit("epoch", 1)[1]), p)
+                    for p in run.checkpoints.glob(f"{stage}_epoch*.pt")
+                    if p.stem.rsplit("epoch", 1)[1].isdigit()), reverse=True)
+    for _, p in found[keep:]:
+        p.unlink(missing_ok=True)
 
 
 def read_metrics(path: str | Path, stage: str | None = None) -> list[dict]:

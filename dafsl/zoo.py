@@ -39,6 +39,7 @@ from dafsl.config import DEFAULT_CONFIG, load_config, thaw
 from dafsl.data import cache_root
 from dafsl.errors import DafslError, exit_on_error
 from dafsl.log import configure, get_logger
+from dafsl.cache import file_lock, sha256_file
 from dafsl.runs import atomic_write_json
 from dafsl.stages import resolve_device, zoo_entries
 
@@ -92,13 +93,38 @@ def get(name: str, cfg: dict, device: torch.device | str | None = None) -> tuple
     trains (default: the config's ``device``).
     """
     out = entry_dir(name, cfg)
+    cached = _cached(out)
+    if cached is not None:
+        return cached
+    # one process builds, a concurrent one waits for the lock and then reads the result
+    with file_lock(out, f"zoo entry {name}"):
+        cached = _cached(out)
+        if cached is not None:
+            return cached
+        return _build(name, cfg, out, device)
+
+
+def _cached(out: Path) -> tuple[Path, dict] | None:
+    """The entry in ``out`` if complete and its checkpoint matches the SHA-256 recorded at
+    build time; ``None`` (build again) when absent, incomplete or corrupted."""
     meta_path, ckpt = out / "meta.json", out / "checkpoint.pt"
-    if meta_path.is_file() and ckpt.is_file():
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError:
-            raise DafslError(f"{meta_path}: invalid JSON; delete {out} to rebuild") from None
-        return ckpt, {**meta, "built_now": False}
+    if not (meta_path.is_file() and ckpt.is_file()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError:
+        raise DafslError(f"{meta_path}: invalid JSON; delete {out} to rebuild") from None
+    digest = meta.get("sha256")
+    if digest is None:  # built by an older dafsl: record the checksum on first use
+        meta["sha256"] = sha256_file(ckpt)
+        atomic_write_json(meta_path, meta)
+    elif sha256_file(ckpt) != digest:
+        log.warning(f"{ckpt}: checksum mismatch (truncated or corrupted); rebuilding {out.name}")
+        return None
+    return ckpt, {**meta, "built_now": False}
+
+
+def _build(name: str, cfg: dict, out: Path, device) -> tuple[Path, dict]:
     _, build = _builder(name)
     if out.exists():  # incomplete (a file deleted by hand): rebuild from scratch
         shutil.rmtree(out)
@@ -116,6 +142,7 @@ def get(name: str, cfg: dict, device: torch.device | str | None = None) -> tuple
                              f"{sorted(missing) or 'checkpoint.pt'}")
         meta.update(name=name, key=out.name.rsplit("-", 1)[1],
                     build_time_s=round(time.perf_counter() - t0, 2),
+                    sha256=sha256_file(tmp / "checkpoint.pt"),
                     created=time.strftime("%Y-%m-%dT%H:%M:%S"))
         atomic_write_json(tmp / "meta.json", meta)
         try:
@@ -124,13 +151,13 @@ def get(name: str, cfg: dict, device: torch.device | str | None = None) -> tuple
             if not (out / "meta.json").is_file():
                 raise
             shutil.rmtree(tmp)  # another process finished the same entry first; keep theirs
-            return get(name, cfg, device)
+            return _cached(out) or _build(name, cfg, out, device)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     log.info(f"built {name} in {meta['build_time_s']:.1f}s")
     BUILDS.append((name, float(meta["build_time_s"])))
-    return ckpt, {**meta, "built_now": True}
+    return out / "checkpoint.pt", {**meta, "built_now": True}
 
 
 def list_entries(cfg: dict) -> list[dict]:

@@ -171,3 +171,14 @@ def test_default_dataset_renders_and_loads_in_pycocotools():
             coco.createIndex()
         assert len(coco.getImgIds()) == len(split.image_ids)
     assert load_split("synthfaces", "train").class_counts()["female"] == 10
+
+
+def test_truncated_cached_image_is_detected_and_rendered_again(tmp_path):
+    root = str(tmp_path / "cache")
+    first = load_split("synthfaces_tiny", "val", root)
+    img = first.image_dir / first.coco["images"][0]["file_name"]
+    good = img.read_bytes()
+    img.write_bytes(good[: len(good) // 2])  # a copy interrupted half-way
+    again = load_split("synthfaces_tiny", "val", root)
+    assert img.read_bytes() == good and again.coco == first.coco
+    assert np.array_equal(again.load_image(again.image_ids[0]), first.load_image(first.image_ids[0]))

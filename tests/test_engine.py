@@ -82,3 +82,35 @@ def test_nan_loss_stops_training_with_a_message(tmp_path):
     trainer = TinyTrainer(lr=1e6)
     with pytest.raises(TrainingDiverged, match="tiny epoch .* loss loss is"):
         fit(trainer, RunDir(tmp_path / "d"), 20, mode="vanilla")
+
+
+def test_nan_stop_keeps_the_last_good_checkpoint(tmp_path):
+    from dafsl.runs import load_checkpoint
+
+    class GoesNan(TinyTrainer):
+        steps = 0
+
+        def train_step(self, idx):
+            self.steps += 1
+            out = super().train_step(idx)
+            return {"loss": float("nan")} if self.steps == 11 else out  # epoch 2, step 2
+
+    run = RunDir(tmp_path / "e")
+    with pytest.raises(TrainingDiverged, match=r"tiny epoch 2 step 2: loss loss is nan"):
+        fit(GoesNan(), run, 4, mode="vanilla")
+    state = load_checkpoint(run.checkpoint_path("tiny"))
+    assert state["epoch"] == 1  # the checkpoint of the last complete epoch, loadable
+    assert all(torch.isfinite(v).all() for v in state["trainer"]["model"].values())
+
+
+def test_keep_bounds_epoch_checkpoints_and_strips_the_optimiser(tmp_path):
+    from dafsl.runs import load_checkpoint
+
+    run = RunDir(tmp_path / "f", keep=2)
+    fit(TinyTrainer(), run, 4, mode="vanilla")
+    kept = sorted(p.name for p in run.checkpoints.glob("tiny_epoch*.pt"))
+    assert kept == ["tiny_epoch2.pt", "tiny_epoch3.pt"]
+    last = load_checkpoint(run.checkpoint_path("tiny"))
+    final = load_checkpoint(run.checkpoint_path("tiny", "epoch3"))
+    assert "opt" in last["trainer"] and set(final["trainer"]) == {"model"}
+    assert all(torch.equal(final["trainer"]["model"][k], v) for k, v in last["trainer"]["model"].items())

@@ -84,3 +84,14 @@ def test_imagenet_source_offline_is_a_one_line_error(tmp_path, monkeypatch, caps
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert str(tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth") in err
+
+
+def test_corrupted_checkpoint_is_detected_and_rebuilt(tmp_path):
+    cfg = smoke_cfg(tmp_path)
+    path, meta = zoo.get("detector-shapes", cfg)
+    assert len(meta["sha256"]) == 64
+    data = path.read_bytes()
+    path.write_bytes(data[:-100] + bytes(100))  # the last 100 bytes lost
+    path2, meta2 = zoo.get("detector-shapes", cfg)
+    assert meta2["built_now"] is True and path2 == path
+    assert load_checkpoint(path2)["num_classes"] == 5

@@ -53,14 +53,14 @@ class TargetTrainer(GanTrainer):
 
     def train_step(self, idx: torch.Tensor) -> dict[str, float]:
         level, alpha = self.growth.at(self.step)
-        G, D = self.gan.G, self.gan.D
+        G, D = self.G_train, self.D_train
         self.gan.train()
         if self.d_bn == "frozen":
-            for m in D.modules():
+            for m in self.gan.D.modules():
                 if isinstance(m, nn.BatchNorm2d):
                     m.eval()
         real = real_at(self.reals[idx.to(self.reals.device)], level, alpha)
-        z = torch.randn(len(idx), G.latent_dim).to(self.device)
+        z = torch.randn(len(idx), self.gan.G.latent_dim).to(self.device)
         fake = G(z, level, alpha)
 
         r1_now = self.r1_gamma > 0 and self.step % self.r1_every == 0

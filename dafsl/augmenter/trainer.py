@@ -21,6 +21,7 @@ from typing import Callable
 
 import torch
 
+from dafsl import dist
 from dafsl.augmenter.diffaug import diff_augment
 from dafsl.augmenter.loss import discriminator_loss, generator_loss
 from dafsl.augmenter.networks import GAN, Generator, resize_images
@@ -123,6 +124,11 @@ class GanTrainer:
         self.sched_g, self.sched_d = make_scheduler(self.opt_g), make_scheduler(self.opt_d)
         self.evaluate_fn = evaluate_fn
         self.step = 0
+        # DDP under torchrun (else the modules themselves): layers of resolutions not yet
+        # grown get no gradient, hence find_unused_parameters; broadcast_buffers is off
+        # (dist.wrap) because D runs on real and on generated images before one backward
+        self.G_train = dist.wrap(gan.G, find_unused_parameters=True)
+        self.D_train = dist.wrap(gan.D, find_unused_parameters=True)
 
     # -- Trainer protocol ----------------------------------------------------------
     def batches(self, epoch: int) -> list[torch.Tensor]:
@@ -135,10 +141,10 @@ class GanTrainer:
 
     def train_step(self, idx: torch.Tensor) -> dict[str, float]:
         level, alpha = self.growth.at(self.step)
-        G, D = self.gan.G, self.gan.D
+        G, D = self.G_train, self.D_train
         self.gan.train()
         real = real_at(self.reals[idx.to(self.reals.device)], level, alpha)
-        z = torch.randn(len(idx), G.latent_dim).to(self.device)
+        z = torch.randn(len(idx), self.gan.G.latent_dim).to(self.device)
         fake = G(z, level, alpha)
 
         real_logits = D(diff_augment(real, self.policy), level, alpha)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dafsl import dist
 from dafsl.classifier.data import EpochBatches, FaceSet, epoch_order, to_input
 from dafsl.classifier.distill import Distiller
 from dafsl.classifier.metrics import classification_metrics
@@ -97,6 +98,13 @@ class ClassifierTrainer(SingleModelState):
         self.head_only = frozen_backbone(self.model) and type(distiller).forward_train is \
             Distiller.forward_train
         self.features: torch.Tensor | None = None
+        # DDP under torchrun (the unwrapped model stays ``self.model`` for state and eval)
+        self.head = self.model.get_classifier() if self.head_only else None
+        if dist.world_size() > 1:
+            if self.head_only:
+                self.head = dist.wrap(self.head)
+            else:
+                distiller.student = dist.wrap(self.model)
 
     def batches(self, epoch: int):
         if self.head_only:
@@ -124,7 +132,7 @@ class ClassifierTrainer(SingleModelState):
     def train_step(self, batch: dict) -> dict[str, float]:
         self.model.train()
         if "feature" in batch:
-            logits = self.model.get_classifier()(batch["feature"])
+            logits = self.head(batch["feature"])
             losses = {"loss_ce": self.distiller.cross_entropy(logits, batch["target"])}
         else:
             extra = {k: v for k, v in batch.items() if k not in ("image", "target")}

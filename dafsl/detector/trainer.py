@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dafsl import dist
 from dafsl.data import Split
 from dafsl.detector.data import EpochBatches, Scene, build_augment
 from dafsl.detector.predict import score_split
@@ -25,6 +26,7 @@ class DetectorTrainer(SingleModelState):
                  lr: float | None = None, val: Split | None = None, stage: str = "detector",
                  eval_epochs: str = "every"):
         self.stage, self.model, self.scenes, self.device = stage, model.to(device), scenes, device
+        self.train_model = dist.wrap(self.model)  # DDP under torchrun, else the model
         self.cfg, self.seed, self.val, self.epochs, self.eval_epochs = det_cfg, seed, val, epochs, eval_epochs
         self.batch_size = int(det_cfg["batch_size"])
         self.augment = build_augment(det_cfg["augment"])
@@ -51,7 +53,7 @@ class DetectorTrainer(SingleModelState):
         images = [im.to(self.device) for im in images]
         targets = [{k: v.to(self.device) for k, v in t.items()} for t in targets]
         self.model.train()
-        losses = self.model(images, targets)
+        losses = self.train_model(images, targets)
         loss = sum(losses.values())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
