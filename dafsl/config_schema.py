@@ -47,6 +47,8 @@ from dafsl.config_rules import (COUNT, COUNT0, NON_NEGATIVE, POSITIVE, UNIT, Cho
                                 PowerOfTwo, Rule, Source, Text, TimmModel)
 
 
+PRECISIONS = ("fp32", "bf16")
+
 # ------------------------------------------------------------------ the schema
 _GAN = {  # augmenter.* and its source-GAN growth share these
     "epochs": COUNT, "stable_epochs": COUNT0, "fade_epochs": COUNT0,
@@ -57,6 +59,8 @@ SCHEMA: dict[str, Rule] = {
     "device": Choice(*DEVICES),
     "out_root": Text(),
     "checkpoints.keep": COUNT0,
+    "runtime.precision": Choice(*PRECISIONS),
+    "runtime.prefetch": COUNT0,
     "data.manifest": Text(), "data.source_manifest": Text(),
     "data.cache_dir": Nullable(Text()),
     "data.imbalance_threshold": Number(0, 1, lo_open=True),

@@ -94,6 +94,8 @@ def fit(trainer: Trainer, run: RunDir, epochs: int, *, mode: str, resume: bool =
     log = get_logger(stage.split("_")[0])
     ckpt_path = run.checkpoint_path(stage)
     world = dist.world_size()
+    device = torch.device(getattr(trainer, "device", "cpu"))
+    bf16 = run.runtime.get("precision", "fp32") == "bf16"
     start, wall = 0, 0.0
     if resume and run.shared_checkpoint_path(stage).exists():
         ckpt_path = run.shared_checkpoint_path(stage)  # rank 0's, for every rank
@@ -117,26 +119,26 @@ def fit(trainer: Trainer, run: RunDir, epochs: int, *, mode: str, resume: bool =
             # so that a restarted group draws what an uninterrupted one would
             seed_everything(hash((int(getattr(trainer, "seed", 0)), epoch, dist.rank())) % 2**31)
         t0 = time.perf_counter()
-        sums: dict[str, float] = {}
+        meter = LossMeter(stage, epoch, sync_every=1 if device.type == "cpu" else 25)
         n = 0
         batches = trainer.batches(epoch)
-        bar = progress(batches, total=len(batches), desc=f"{stage} {epoch + 1}/{epochs}")
+        bar = progress(prefetch(batches, int(run.runtime.get("prefetch", 0)), pin=device.type == "cuda"),
+                       total=len(batches), desc=f"{stage} {epoch + 1}/{epochs}")
         for batch in bar:
             _fault_point(stage, epoch, n)
-            losses = trainer.train_step(dist.shard(batch))
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                losses = trainer.train_step(dist.shard(batch))
             if world > 1:
                 losses = dist.mean_over_ranks(losses)
-            bad = [k for k, v in losses.items() if not math.isfinite(v)]
-            if bad:
-                raise TrainingDiverged(f"{stage} epoch {epoch} step {n}: loss {bad[0]} is "
-                                       f"{losses[bad[0]]}; lower the learning rate")
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
+            meter.add(n, losses)
             n += 1
             if n % 5 == 0 or n == len(batches):
-                bar.set_postfix({k: f"{v / n:.3f}" for k, v in list(sums.items())[:3]}
+                meter.flush()
+                bar.set_postfix({k: f"{v / n:.3f}" for k, v in list(meter.sums.items())[:3]}
                                 | {"rss": f"{peak_rss_mb():.0f}M"})
         bar.close()
+        meter.flush()
+        sums = meter.sums
         record = {k: v / max(n, 1) for k, v in sums.items()}
         record.update(trainer.end_epoch(epoch) or {})
         epoch_time = time.perf_counter() - t0
@@ -165,6 +167,79 @@ def fit(trainer: Trainer, run: RunDir, epochs: int, *, mode: str, resume: bool =
             log.info(f"epoch {epoch + 1}/{epochs} {epoch_time:.1f}s "
                        f"(eval {eval_time:.1f}s, rss {record['peak_rss_mb']:.0f}M) {figs}")
     return run.read_metrics(stage)
+
+
+class LossMeter:
+    """Running sums of one epoch's step losses. A value may be a float or a 0-d tensor
+    left on the device by the step: tensors are read back every ``sync_every`` steps (one
+    host synchronisation for many steps on a GPU, every step on the CPU), and a NaN or
+    infinite value stops training naming the step it came from."""
+
+    def __init__(self, stage: str, epoch: int, sync_every: int = 1):
+        self.stage, self.epoch, self.sync_every = stage, epoch, max(1, sync_every)
+        self.sums: dict[str, float] = {}
+        self.pending: list[tuple[int, dict]] = []
+
+    def add(self, step: int, losses: dict) -> None:
+        self.pending.append((step, losses))
+        if len(self.pending) >= self.sync_every:
+            self.flush()
+
+    def flush(self) -> None:
+        for step, losses in self.pending:
+            values = {k: float(v) for k, v in losses.items()}
+            bad = [k for k, v in values.items() if not math.isfinite(v)]
+            if bad:
+                raise TrainingDiverged(f"{self.stage} epoch {self.epoch} step {step}: loss {bad[0]} "
+                                       f"is {values[bad[0]]}; lower the learning rate")
+            for k, v in values.items():
+                self.sums[k] = self.sums.get(k, 0.0) + v
+        self.pending = []
+
+
+def prefetch(batches: Iterable, depth: int, pin: bool = False) -> Iterable:
+    """``batches`` in order, produced up to ``depth`` ahead by a background thread (the
+    next batch's augmentation overlaps this step's compute); tensors pinned when ``pin``
+    (asynchronous host-to-GPU copies). ``depth`` 0: the batches as they are. Batch
+    construction must not draw from the global RNGs (the stages seed their own)."""
+    if depth <= 0:
+        return batches
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+
+    def pinned(x):
+        if isinstance(x, torch.Tensor):
+            return x.pin_memory() if pin else x
+        if isinstance(x, (list, tuple)):
+            return type(x)(pinned(v) for v in x)
+        if isinstance(x, dict):
+            return {k: pinned(v) for k, v in x.items()}
+        return x
+
+    def work():
+        try:
+            for b in batches:
+                q.put(pinned(b))
+        except BaseException as err:  # re-raised in the training thread
+            q.put(err)
+        q.put(done)
+
+    threading.Thread(target=work, daemon=True).start()
+
+    class _Iter:
+        def __len__(self):
+            return len(batches)
+
+        def __iter__(self):
+            while (item := q.get()) is not done:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+
+    return _Iter()
 
 
 def _fault_point(stage: str, epoch: int, step: int) -> None:

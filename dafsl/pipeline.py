@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
                          "restarted worker group) writes to and resumes from")
     resume = args.resume or dist.restarted()  # torchrun --max-restarts: resume by itself
     out = Path(args.out) if args.out else RunDir.default_path(args.stage, args.kd, cfg["out_root"])
-    run = RunDir(out, keep=int(cfg["checkpoints"]["keep"]))
+    run = RunDir(out, keep=int(cfg["checkpoints"]["keep"]), runtime=cfg["runtime"])
     run.save_config(cfg)
     ctx = StageContext(cfg=cfg, run=run, mode=args.kd, device=device,
                        split_info=dist.main_first(prepare_data, cfg, run), resume=resume,

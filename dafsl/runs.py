@@ -104,7 +104,7 @@ def seed_everything(seed: int) -> None:
 class RunDir:
     """A run directory: resolved config, metrics log, summary, checkpoints, stage outputs."""
 
-    def __init__(self, path: str | Path, keep: int = 0):
+    def __init__(self, path: str | Path, keep: int = 0, runtime: dict | None = None):
         # Under torchrun, rank 0 writes the run directory; every other rank writes into a
         # private scratch directory inside it (removed by :meth:`close_rank`) and reads
         # rank 0's checkpoints when it resumes (:meth:`shared_checkpoint_path`).
@@ -112,6 +112,7 @@ class RunDir:
         self.path = self.shared if dist.is_main() else self.shared / ".ranks" / str(dist.rank())
         self.path.mkdir(parents=True, exist_ok=True)
         self.keep = int(keep)  # checkpoints.keep: per-epoch weight files kept (0: none)
+        self.runtime = dict(runtime or {})  # the config's runtime section (precision, prefetch)
         self.checkpoints = self.path / "checkpoints"
         self.checkpoints.mkdir(exist_ok=True)
         self.metrics_path = self.path / "metrics.jsonl"

@@ -1,4 +1,6 @@
 """The shared training loop: logging, checkpoints, exact resume, divergence stop."""
+import math
+
 import pytest
 import torch
 
@@ -114,3 +116,43 @@ def test_keep_bounds_epoch_checkpoints_and_strips_the_optimiser(tmp_path):
     final = load_checkpoint(run.checkpoint_path("tiny", "epoch3"))
     assert "opt" in last["trainer"] and set(final["trainer"]) == {"model"}
     assert all(torch.equal(final["trainer"]["model"][k], v) for k, v in last["trainer"]["model"].items())
+
+
+def test_prefetch_thread_gives_the_same_run(tmp_path):
+    seed_everything(0)
+    plain = fit(TinyTrainer(), RunDir(tmp_path / "g"), 3, mode="vanilla")
+    seed_everything(0)
+    ahead = fit(TinyTrainer(), RunDir(tmp_path / "h", runtime={"prefetch": 2}), 3, mode="vanilla")
+    assert _strip(ahead) == _strip(plain)
+
+
+def test_bf16_autocast_reaches_the_step(tmp_path):
+    seen = []
+
+    class Probe(TinyTrainer):
+        def train_step(self, idx):
+            seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+            return super().train_step(idx)
+
+    trainer = Probe()
+    before = trainer.model.weight.detach().clone()
+    records = fit(trainer, RunDir(tmp_path / "i", runtime={"precision": "bf16"}), 3, mode="vanilla")
+    assert set(seen) == {torch.bfloat16} and len(seen) == 12
+    assert all(math.isfinite(r["loss"]) for r in records)
+    assert not torch.equal(trainer.model.weight, before)
+    # fp32 outside the step: the weights stay fp32
+    assert trainer.model.weight.dtype == torch.float32
+
+
+def test_loss_meter_reads_device_tensors_in_batches_and_names_the_bad_step():
+    from dafsl.engine import LossMeter
+
+    meter = LossMeter("tiny", 0, sync_every=3)
+    meter.add(0, {"loss": torch.tensor(1.0)})
+    meter.add(1, {"loss": torch.tensor(2.0)})
+    assert meter.sums == {} and len(meter.pending) == 2  # nothing read back yet
+    meter.add(2, {"loss": 3.0})
+    assert meter.sums == {"loss": 6.0} and not meter.pending
+    meter.add(3, {"loss": torch.tensor(float("inf"))})
+    with pytest.raises(TrainingDiverged, match="tiny epoch 0 step 3: loss loss is inf"):
+        meter.flush()

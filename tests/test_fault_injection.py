@@ -23,3 +23,16 @@ def test_fault_injection_smoke(tmp_path, dafsl_cache):
     result = json.loads((out / "fault_injection.json").read_text())
     assert result["unloadable_checkpoints"] == 0 and result["kills"] == 3
     assert result["final_figures_equal"] and result["logged_losses_equal"]
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_on_cpu(tmp_path, dafsl_cache):
+    proc = subprocess.run([sys.executable, "pipelines/gpu_check.py", "--device", "cpu", "--quick",
+                           "--skip-chain", "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**__import__("os").environ, "DAFSL_CACHE": str(dafsl_cache)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "gpu_check.json").read_text())
+    (det,) = result["detector"]
+    assert det["train_img_s"] > 0 and det["backbone_fwd_bwd_img_s"] > 0
+    assert abs(det["ratio"] - det["train_img_s"] / det["backbone_fwd_bwd_img_s"]) < 0.01

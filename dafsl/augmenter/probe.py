@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dafsl.classifier.data import to_input
+from dafsl.classifier.data import model_device, to_input
 from dafsl.classifier.metrics import roc_auc
 from dafsl.classifier.model import build_classifier
 from dafsl.errors import DafslError
@@ -55,8 +55,9 @@ def train_probe(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, ste
         batch = images[idx]
         flip = gen.random(len(idx)) < 0.5
         batch = np.where(flip[:, None, None, None], batch[:, :, ::-1], batch)
-        loss = nn.functional.cross_entropy(model(to_input(np.ascontiguousarray(batch), input_size)),
-                                           torch.as_tensor(labels[idx]))
+        dev = model_device(model)
+        loss = nn.functional.cross_entropy(model(to_input(np.ascontiguousarray(batch), input_size, dev)),
+                                           torch.as_tensor(labels[idx], device=dev))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -66,7 +67,8 @@ def train_probe(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, ste
 @torch.no_grad()
 def generated_scores(model: nn.Module, images: np.ndarray, input_size: int) -> np.ndarray:
     """P(generated) per face, (N,)."""
-    return np.concatenate([model(to_input(images[i:i + 256], input_size)).softmax(dim=1)[:, 1].numpy()
+    dev = model_device(model)
+    return np.concatenate([model(to_input(images[i:i + 256], input_size, dev)).softmax(dim=1)[:, 1].cpu().numpy()
                            for i in range(0, len(images), 256)])
 
 

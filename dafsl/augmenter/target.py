@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dafsl import dist
 from dafsl.augmenter.diffaug import diff_augment
 from dafsl.augmenter.loss import discriminator_loss
 from dafsl.augmenter.trainer import GanTrainer, real_at
@@ -50,6 +51,9 @@ class TargetTrainer(GanTrainer):
     def __init__(self, *args, r1_gamma: float = 0.0, r1_every: int = 1, d_bn: str = "train", **kwargs):
         super().__init__(*args, **kwargs)
         self.r1_gamma, self.r1_every, self.d_bn = float(r1_gamma), max(1, int(r1_every)), d_bn
+        if self.r1_gamma > 0 and dist.world_size() > 1:
+            raise DafslError("augmenter.target.r1_gamma > 0 is not supported under torchrun "
+                             "(the R1 penalty's double backward does not run through DDP); set it to 0")
 
     def train_step(self, idx: torch.Tensor) -> dict[str, float]:
         level, alpha = self.growth.at(self.step)

@@ -127,15 +127,25 @@ def classic_augmentation(seed: int) -> A.Compose:
     ], seed=seed)
 
 
-def to_input(images: np.ndarray | torch.Tensor, input_size: int) -> torch.Tensor:
-    """uint8 (N, S, S, 3) → normalised float (N, 3, input_size, input_size)."""
-    x = torch.as_tensor(images).permute(0, 3, 1, 2).float().div_(255.0)
+def to_input(images: np.ndarray | torch.Tensor, input_size: int,
+             device: torch.device | str | None = None) -> torch.Tensor:
+    """uint8 (N, S, S, 3) → normalised float (N, 3, input_size, input_size), on ``device``
+    (default: where ``images`` are; the uint8 array is moved first, 4x smaller than floats)."""
+    x = torch.as_tensor(images)
+    if device is not None:
+        x = x.to(device, non_blocking=True)
+    x = x.permute(0, 3, 1, 2).float().div_(255.0)
     if x.shape[-1] != input_size:
         x = F.interpolate(x, size=(input_size, input_size), mode="bilinear", align_corners=False,
                           antialias=x.shape[-1] > input_size)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
     return (x - mean) / std
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Where ``model``'s parameters live (its inputs must go there)."""
+    return next(model.parameters()).device
 
 
 def epoch_order(labels: np.ndarray, epoch: int, seed: int, *, balanced: bool,

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dafsl.classifier.data import to_input
+from dafsl.classifier.data import model_device, to_input
 from dafsl.data import Split
 from dafsl.evaluate import evaluate_detections, write_report
 from dafsl.faces import crop_face, xyxy_to_xywh
@@ -55,7 +55,8 @@ def classify_detections(model: nn.Module, split: Split, detections: dict[int, di
         return []
     model.eval()
     crops_arr = np.stack(crops)
-    probs = torch.cat([model(to_input(crops_arr[i:i + batch_size], input_size)).softmax(dim=1)
+    dev = model_device(model)
+    probs = torch.cat([model(to_input(crops_arr[i:i + batch_size], input_size, dev)).softmax(dim=1).cpu()
                        for i in range(0, len(crops_arr), batch_size)]).numpy()
     return [{"image_id": image_id, "category_id": c + 1, "bbox": box, "score": score * float(p[c])}
             for (image_id, box, score), p in zip(meta, probs) for c in range(len(classes))]

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from dafsl import dist
-from dafsl.classifier.data import EpochBatches, FaceSet, epoch_order, to_input
+from dafsl.classifier.data import EpochBatches, FaceSet, epoch_order, model_device, to_input
 from dafsl.classifier.distill import Distiller
 from dafsl.classifier.metrics import classification_metrics
 from dafsl.engine import SingleModelState
@@ -60,8 +60,9 @@ def frozen_features(model: nn.Module, images: np.ndarray, input_size: int,
     out = []
     for v in range(views if augment is not None else 1):
         imgs = images if v == 0 else np.stack([augment(image=im)["image"] for im in images])
-        out.append(torch.cat([model.forward_head(model.forward_features(to_input(imgs[i:i + batch_size], input_size)),
-                                                 pre_logits=True)
+        dev = model_device(model)
+        out.append(torch.cat([model.forward_head(model.forward_features(to_input(imgs[i:i + batch_size], input_size, dev)),
+                                                 pre_logits=True).cpu()
                               for i in range(0, len(imgs), batch_size)]))
     model.train(was_training)
     return torch.stack(out)
@@ -73,7 +74,8 @@ def predict_probs(model: nn.Module, images: np.ndarray, input_size: int,
     """Class probabilities (N, C) for uint8 faces (N, S, S, 3), in eval mode."""
     was_training = model.training
     model.eval()
-    probs = [model(to_input(images[i:i + batch_size], input_size)).softmax(dim=1)
+    dev = model_device(model)
+    probs = [model(to_input(images[i:i + batch_size], input_size, dev)).softmax(dim=1).cpu()
              for i in range(0, len(images), batch_size)]
     model.train(was_training)
     return torch.cat(probs).numpy()
@@ -131,6 +133,8 @@ class ClassifierTrainer(SingleModelState):
 
     def train_step(self, batch: dict) -> dict[str, float]:
         self.model.train()
+        dev = model_device(self.model)
+        batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
         if "feature" in batch:
             logits = self.head(batch["feature"])
             losses = {"loss_ce": self.distiller.cross_entropy(logits, batch["target"])}
@@ -143,8 +147,9 @@ class ClassifierTrainer(SingleModelState):
         self.optimizer.step()
         self.scheduler.step()
         acc = (logits.argmax(dim=1) == batch["target"]).float().mean()
-        return {"loss": loss.item(), **{k: v.item() for k, v in losses.items()},
-                "train_accuracy": float(acc)}
+        # tensors left on the device: the engine reads them back in batches (no sync here)
+        return {"loss": loss.detach(), **{k: v.detach() for k, v in losses.items()},
+                "train_accuracy": acc.detach()}
 
     def end_epoch(self, epoch: int) -> dict[str, float]:
         return {"lr": float(self.optimizer.param_groups[0]["lr"])}

@@ -50,8 +50,8 @@ class DetectorTrainer(SingleModelState):
 
     def train_step(self, batch) -> dict[str, float]:
         images, targets = batch
-        images = [im.to(self.device) for im in images]
-        targets = [{k: v.to(self.device) for k, v in t.items()} for t in targets]
+        images = [im.to(self.device, non_blocking=True) for im in images]
+        targets = [{k: v.to(self.device, non_blocking=True) for k, v in t.items()} for t in targets]
         self.model.train()
         losses = self.train_model(images, targets)
         loss = sum(losses.values())
@@ -63,7 +63,8 @@ class DetectorTrainer(SingleModelState):
         self.optimizer.step()
         lr = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()
-        return {"loss": loss.item(), **{k: v.item() for k, v in losses.items()}, "lr": lr}
+        # tensors left on the device: the engine reads them back in batches (no sync here)
+        return {"loss": loss.detach(), **{k: v.detach() for k, v in losses.items()}, "lr": lr}
 
     def end_epoch(self, epoch: int) -> dict[str, float]:
         return {}
