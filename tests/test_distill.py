@@ -139,6 +139,6 @@ def test_new_method_plugs_in_without_touching_the_trainer(monkeypatch):
                                 epoch_size=12, augment=A.Compose([A.HorizontalFlip(p=0.5)], seed=0))
     batch = next(iter(trainer.batches(0)))
     assert batch["views"].shape == (2, 6, 3, 8, 8)
-    logged = trainer.train_step(batch)
+    logged = {k: float(v) for k, v in trainer.train_step(batch).items()}
     assert {"loss", "loss_ce", "loss_views", "train_accuracy"} <= set(logged)
     assert logged["loss"] == pytest.approx(logged["loss_ce"] + logged["loss_views"], rel=1e-6)
