@@ -135,6 +135,22 @@ def _borrowed_split(manifest: Manifest, split: str, spec: dict, cache_dir: str |
                  skipped=got.skipped)
 
 
+def save_selections(manifest: Manifest, cache_dir: str | None, path: Path) -> dict:
+    """Write what each split's ``select``/``subset`` chose (seed, counts, file names) to
+    ``path`` (the run's ``data_selection.json``), so a run records the exact images it used."""
+    from dafsl.runs import atomic_write_json
+
+    out = {}
+    for name, spec in manifest.raw["splits"].items():
+        if isinstance(spec, dict) and {"select", "subset", "manifest"} & set(spec):
+            split = load_split(manifest, name, cache_dir)
+            if split.selection:
+                out[name] = {"dataset": split.label, **split.selection}
+    if out:
+        atomic_write_json(path, out)
+    return out
+
+
 def _generator(manifest: Manifest):
     from dafsl.synth import faces, shapes
 
@@ -219,3 +235,9 @@ def denough_dlack(counts: dict[str, int], threshold: float, origin: str = "") ->
     denough = [c for c in counts if c not in dlack]
     return {"counts": counts, "threshold": threshold, "denough": denough, "dlack": dlack,
             "rule": f"Dlack = classes with count < {threshold} x largest class count ({top})"}
+
+
+if __name__ == "__main__":  # python -m dafsl.data: the CLI lives in dafsl/data_cli.py
+    import runpy
+
+    runpy.run_module("dafsl.data_cli", run_name="__main__")

@@ -82,7 +82,11 @@ class Manifest:
 
     def resolve(self, rel: str) -> Path:
         """Resolve a path from the manifest (``~``, ``$VAR``, relative to the manifest file)."""
-        p = Path(os.path.expandvars(os.path.expanduser(rel)))
+        expanded = os.path.expandvars(os.path.expanduser(rel))
+        if "$" in expanded:
+            raise DafslError(f"{self.path}: {rel!r} names an environment variable that is not "
+                             f"set (e.g. export {expanded.split('$')[1].split('/')[0].strip('{}')}=/data/...)")
+        p = Path(expanded)
         return p if p.is_absolute() else (self.path.parent / p)
 
 

@@ -105,7 +105,7 @@ def read(manifest: Any, split: str, spec: dict) -> SourceSplit:
         if label is None:
             builder.skip(f"face without {path_in_face}")
             continue
-        file_path, original = entry[part]
+        file_path, original = entry[part][0], entry["image"][1]  # faceRectangle: originals' pixels
         image_id = builder.add_image(file_path, f"{label_file} (image {idx})", ffhq_index=idx)
         rec = f"{label_file} face 0"
         builder.add_box(image_id, _box(faces[0], original, whole, rec), str(label), rec)
