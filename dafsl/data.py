@@ -131,8 +131,8 @@ def _borrowed_split(manifest: Manifest, split: str, spec: dict, cache_dir: str |
             raise DafslError(f"{manifest.path}: split '{split}' takes {other.path}, whose {key} "
                              f"{other.raw[key]!r} differ from {manifest.raw[key]!r}")
     got = load_split(other, spec.get("split", split), cache_dir)
-    return Split(manifest, split, got.image_dir, got.coco, selection=got.selection,
-                 skipped=got.skipped)
+    selection = {**got.selection, "from": got.label} if got.selection else None
+    return Split(manifest, split, got.image_dir, got.coco, selection=selection, skipped=got.skipped)
 
 
 def save_selections(manifest: Manifest, cache_dir: str | None, path: Path) -> dict:
