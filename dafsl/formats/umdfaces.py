@@ -80,8 +80,9 @@ def read(manifest: Any, split: str, spec: dict) -> SourceSplit:
             p = _number(row, cf["column"], rec)
             label = cf["above"] if p >= float(cf["threshold"]) else cf["below"]
             box = [_number(row, c, rec) for c in BOX_COLUMNS]
-            file_name = str((base / row["FILE"].strip()).relative_to(root)) \
-                if (base / row["FILE"].strip()).is_relative_to(root) else str(base / row["FILE"].strip())
+            path_of_image = base / (row["FILE"] or "").strip()
+            file_name = str(path_of_image.relative_to(root) if path_of_image.is_relative_to(root)
+                            else path_of_image)
             if file_name not in by_file:
                 by_file[file_name] = builder.add_image(file_name, rec)
             builder.add_box(by_file[file_name], lambda w, h, b=box: b, label, rec)
