@@ -23,7 +23,7 @@ PAPER = str(CONFIG_DIR / "paper.yaml")
 
 def paper_layout(tmp_path):
     """FFHQ-layout train/val and, as the test split, the UMDFaces-layout fixture."""
-    ffhq, umd = F.ffhq(tmp_path), F.umdfaces(tmp_path)
+    ffhq, umd = F.ffhq(tmp_path, box="face_rectangle"), F.umdfaces(tmp_path)  # as paper.json
     m = json.loads(ffhq.read_text())
     m["splits"]["test"] = {"manifest": umd.name, "split": "test"}  # relative to this manifest
     m["name"] = "paper_fixture"
@@ -94,6 +94,10 @@ def test_detection_only_source_stops_class_stages_in_one_line(tmp_path):
               "--out", str(tmp_path / "run")])
     assert err.value.code == 2
     assert not (tmp_path / "run" / "detector").exists()  # refused before anything trained
+    summary = main(["--stage", "detector", "--kd", "vanilla", "--config", SMOKE, "--quiet",
+                    "--set", f"data.manifest={own}", "--set", "detector.epochs=1",
+                    "--out", str(tmp_path / "det")])  # the detector trains without a class
+    assert 0.0 <= summary["detector"]["test_map50"] <= 1.0
     from dafsl.stages import STAGES
 
     with pytest.raises(DafslError, match="stage augmenter needs a class attribute .* has only face"):
