@@ -28,6 +28,8 @@ import numpy as np
 
 from dafsl.cache import file_digests, file_lock, verify_digests
 from dafsl.errors import DafslError
+from dafsl.formats import READERS, read_split
+from dafsl.formats.coco import validate_coco  # noqa: F401  (re-exported: its old home)
 from dafsl.log import get_logger, progress
 from dafsl.manifest import Manifest, load_manifest
 
@@ -48,6 +50,8 @@ class Split:
     image_dir: Path
     coco: dict
     _by_image: dict = field(default_factory=dict, repr=False)
+    selection: dict | None = None  # what a select/subset spec chose (formats.selection)
+    skipped: dict = field(default_factory=dict)  # records a reader skipped: reason -> count
 
     def __post_init__(self):
         self._by_image = {img["id"]: [] for img in self.coco["images"]}
@@ -100,38 +104,6 @@ def read_image(path: Path) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def validate_coco(coco: dict, manifest: Manifest, origin: str) -> None:
-    """Check images/annotations/categories; each bad record is a one-line error."""
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(coco.get(key), list):
-            raise DafslError(f"{origin}: COCO file lacks a '{key}' list")
-    cats = {c["id"]: c["name"] for c in coco["categories"]}
-    images = {img["id"]: img for img in coco["images"]}
-    attr, classes = manifest.class_attribute, set(manifest.classes)
-    for ann in coco["annotations"]:
-        aid = ann.get("id")
-        if ann.get("image_id") not in images:
-            raise DafslError(f"{origin}: annotation {aid} refers to unknown image_id "
-                             f"{ann.get('image_id')}")
-        name = cats.get(ann.get("category_id"))
-        if name is None or name not in manifest.categories:
-            raise DafslError(f"{origin}: annotation {aid} has unknown category "
-                             f"{ann.get('category_id')!r}")
-        img = images[ann["image_id"]]
-        try:
-            x, y, w, h = (float(v) for v in ann["bbox"])
-        except (KeyError, TypeError, ValueError):
-            raise DafslError(f"{origin}: annotation {aid} has no valid bbox") from None
-        if not (w > 0 and h > 0):
-            raise DafslError(f"{origin}: annotation {aid} box has zero area ({w}x{h})")
-        if x < 0 or y < 0 or x + w > img["width"] + 1e-6 or y + h > img["height"] + 1e-6:
-            raise DafslError(f"{origin}: annotation {aid} box {[x, y, w, h]} lies outside "
-                             f"its {img['width']}x{img['height']} image {img.get('file_name')}")
-        if attr is not None and ann.get(attr) not in classes:
-            raise DafslError(f"{origin}: annotation {aid} has unknown {attr} "
-                             f"{ann.get(attr)!r} (expected one of {sorted(classes)})")
-
-
 def load_split(manifest: Manifest | str | Path, split: str, cache_dir: str | None = None) -> Split:
     """Materialise (render or validate) ``split`` of ``manifest``."""
     if not isinstance(manifest, Manifest):
@@ -140,25 +112,44 @@ def load_split(manifest: Manifest | str | Path, split: str, cache_dir: str | Non
     kind = manifest.source["type"]
     if kind == "generator":
         return _generated_split(manifest, split, spec, cache_root(cache_dir))
-    if kind == "coco":
-        root = manifest.resolve(manifest.source["root"])
-        ann_path = root / spec["annotations"]
-        if not ann_path.is_file():
-            raise DafslError(f"{ann_path}: annotation file not found "
-                             f"(manifest {manifest.path}, split {split})")
-        try:
-            coco = json.loads(ann_path.read_text())
-        except json.JSONDecodeError as err:
-            raise DafslError(f"{ann_path}: invalid JSON (line {err.lineno})") from None
-        validate_coco(coco, manifest, str(ann_path))
-        image_dir = root / spec["images"]
-        for img in coco["images"]:
-            if not (image_dir / img["file_name"]).is_file():
-                raise DafslError(f"{image_dir / img['file_name']}: image file not found "
-                                 f"(listed in {ann_path})")
-        return Split(manifest, split, image_dir, coco)
-    raise DafslError(f"{manifest.path}: source type '{kind}' has no converter yet; convert "
-                     f"it to COCO and use a 'coco' manifest")
+    if "manifest" in spec:  # e.g. the paper: FFHQ train/val, UMDFaces test
+        return _borrowed_split(manifest, split, spec, cache_dir)
+    if kind in READERS:
+        src = read_split(manifest, split, spec)
+        return Split(manifest, split, src.image_dir, src.coco, selection=src.selection,
+                     skipped=src.skipped)
+    raise DafslError(f"{manifest.path}: source type '{kind}' has no reader")
+
+
+def _borrowed_split(manifest: Manifest, split: str, spec: dict, cache_dir: str | None) -> Split:
+    """``{"manifest": NAME_OR_PATH, "split": NAME}``: a split of another manifest with the
+    same categories and classes (relative paths resolve against this manifest)."""
+    ref = spec["manifest"]
+    other_path = manifest.resolve(ref) if str(ref).endswith(".json") else ref
+    other = load_manifest(other_path)
+    for key in ("categories", "class_attribute", "classes"):
+        if other.raw[key] != manifest.raw[key]:
+            raise DafslError(f"{manifest.path}: split '{split}' takes {other.path}, whose {key} "
+                             f"{other.raw[key]!r} differ from {manifest.raw[key]!r}")
+    got = load_split(other, spec.get("split", split), cache_dir)
+    selection = {**got.selection, "from": got.label} if got.selection else None
+    return Split(manifest, split, got.image_dir, got.coco, selection=selection, skipped=got.skipped)
+
+
+def save_selections(manifest: Manifest, cache_dir: str | None, path: Path) -> dict:
+    """Write what each split's ``select``/``subset`` chose (seed, counts, file names) to
+    ``path`` (the run's ``data_selection.json``), so a run records the exact images it used."""
+    from dafsl.runs import atomic_write_json
+
+    out = {}
+    for name, spec in manifest.raw["splits"].items():
+        if isinstance(spec, dict) and {"select", "subset", "manifest"} & set(spec):
+            split = load_split(manifest, name, cache_dir)
+            if split.selection:
+                out[name] = {"dataset": split.label, **split.selection}
+    if out:
+        atomic_write_json(path, out)
+    return out
 
 
 def _generator(manifest: Manifest):
@@ -267,3 +258,9 @@ def denough_dlack(counts: dict[str, int], threshold: float, origin: str = "") ->
     denough = [c for c in counts if c not in dlack]
     return {"counts": counts, "threshold": threshold, "denough": denough, "dlack": dlack,
             "rule": f"Dlack = classes with count < {threshold} x largest class count ({top})"}
+
+
+if __name__ == "__main__":  # python -m dafsl.data: the CLI lives in dafsl/data_cli.py
+    import runpy
+
+    runpy.run_module("dafsl.data_cli", run_name="__main__")

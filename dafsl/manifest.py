@@ -14,19 +14,13 @@ Format (all keys required unless marked optional)::
       "splits": {"train": {...}, "val": {...}, "test": {...}}
     }
 
-``source.type`` is one of
-
-* ``"generator"``: ``{"generator": "synthfaces" | "shapes", "params": {...}}``; each split
-  gives the generator's split arguments (``seed_start``, ``count``, ...). Rendered images
-  are cached under a directory keyed by the manifest's content hash.
-* ``"coco"``: ``{"root": DIR}``; each split gives ``{"images": SUBDIR, "annotations":
-  FILE.json}`` relative to ``root``. Annotations carry the class attribute by name.
-* ``"ffhq"``: ``{"root": DIR, "images": SUBDIR, "features": SUBDIR, "class_from":
-  {"path": "faceAttributes.gender"}}``; splits select image index ranges
-  (``{"range": [start, stop]}``). Labels come from the public FFHQ feature annotations.
-* ``"umdfaces"``: ``{"root": DIR, "csv": [FILE, ...], "class_from": {"column": "PR_MALE",
-  "threshold": 0.5, "above": "male", "below": "female"}}``; splits select by row range or
-  subject id range (``{"range": [start, stop]}``). Boxes come from FACE_X/Y/WIDTH/HEIGHT.
+``source.type`` is ``"generator"`` (``{"generator": "synthfaces" | "shapes", "params":
+{...}}``; each split gives the generator's split arguments; rendered images are cached under
+a directory keyed by the manifest's content hash) or one of the file formats of
+:mod:`dafsl.formats` (``coco``, ``ffhq``, ``umdfaces``, ``wider``, ``voc``, ``yolo``; each
+reader module's docstring gives its keys). A file-format split may also ask for exact class
+counts or a subset (``select``/``subset``/``seed``, :mod:`dafsl.formats.selection`), or take
+a split of another manifest (``{"manifest": "umdfaces", "split": "test"}``).
 
 ``root`` may start with ``~`` or ``$VAR``; relative roots resolve against the manifest.
 """
@@ -40,9 +34,10 @@ from pathlib import Path
 
 from dafsl.config import REPO_ROOT
 from dafsl.errors import DafslError
+from dafsl.formats import READERS, check_manifest
 
 MANIFEST_DIR = REPO_ROOT / "data_manifests"
-SOURCE_TYPES = ("generator", "coco", "ffhq", "umdfaces")
+SOURCE_TYPES = ("generator", *READERS)
 REQUIRED = ("name", "license", "citation", "categories", "class_attribute", "classes",
             "source", "splits")
 
@@ -87,7 +82,11 @@ class Manifest:
 
     def resolve(self, rel: str) -> Path:
         """Resolve a path from the manifest (``~``, ``$VAR``, relative to the manifest file)."""
-        p = Path(os.path.expandvars(os.path.expanduser(rel)))
+        expanded = os.path.expandvars(os.path.expanduser(rel))
+        if "$" in expanded:
+            raise DafslError(f"{self.path}: {rel!r} names an environment variable that is not "
+                             f"set (e.g. export {expanded.split('$')[1].split('/')[0].strip('{}')}=/data/...)")
+        p = Path(expanded)
         return p if p.is_absolute() else (self.path.parent / p)
 
 
@@ -124,8 +123,6 @@ def load_manifest(name_or_path: str | Path) -> Manifest:
         raise DafslError(f"{path}: a class attribute needs at least two classes")
     if src["type"] == "generator" and src.get("generator") not in ("synthfaces", "shapes"):
         raise DafslError(f"{path}: unknown generator {src.get('generator')!r}")
-    if src["type"] == "coco":
-        for name, split in raw["splits"].items():
-            if not {"images", "annotations"} <= set(split):
-                raise DafslError(f"{path}: split '{name}' needs 'images' and 'annotations'")
+    if src["type"] in READERS:
+        check_manifest(raw, str(path))
     return Manifest(path=path, raw=raw)

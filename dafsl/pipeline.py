@@ -17,7 +17,7 @@ from pathlib import Path
 
 from dafsl import dist
 from dafsl.config import DEFAULT_CONFIG, load_config
-from dafsl.data import denough_dlack, load_split
+from dafsl.data import denough_dlack, load_split, save_selections
 from dafsl.errors import DafslError, exit_on_error
 from dafsl.log import configure, get_logger
 from dafsl.manifest import load_manifest
@@ -46,6 +46,7 @@ def prepare_data(cfg: dict, run: RunDir) -> dict:
                          origin=train.label)
     info["dataset"] = train.label
     atomic_write_json(run.path / "data_split.json", info)
+    save_selections(manifest, cfg["data"]["cache_dir"], run.path / "data_selection.json")
     counts = ", ".join(f"{c}={n}" for c, n in info["counts"].items())
     get_logger("data").info(f"{train.label}: {counts} -> Denough {info['denough']}, "
                             f"Dlack {info['dlack']} ({info['rule']})")
@@ -115,6 +116,8 @@ def main(argv: list[str] | None = None) -> dict:
     ctx = StageContext(cfg=cfg, run=run, mode=args.kd, device=device,
                        split_info=dist.main_first(prepare_data, cfg, run), resume=resume,
                        from_run=Path(args.from_run) if args.from_run else None)
+    for stage in wanted:
+        STAGES[stage].check_data(ctx.split_info)  # before anything trains
     for stage in wanted:
         run_stage(ctx, stage, args.kd)
     summary = run.read_summary()

@@ -30,6 +30,7 @@ RESERVED = ("mode", "transfer", "train_time_s", "zoo_build_time_s", "zoo_build_t
 def run_stage(ctx: StageContext, name: str, requested_mode: str) -> dict:
     """Run stage ``name`` in ``requested_mode`` (``auto`` resolved here); returns its outputs."""
     stage = get_stage(name)
+    stage.check_data(ctx.split_info)
     log = get_logger(name)
     cfg = ctx.cfg
     t0 = time.perf_counter()

@@ -56,6 +56,14 @@ class Stage:
         entry = self.source_entry(cfg)
         return list(dict.fromkeys([*self.always_needs, *self.needs_source(cfg, mode, entry)]))
 
+    def check_data(self, split_info: dict) -> None:
+        """A stage that trains on classes needs at least two (a detection-only source has one)."""
+        if self.targets != "denough" and len(split_info.get("counts", {})) < 2:
+            raise DafslError(f"stage {self.name} needs a class attribute with two or more classes; "
+                             f"{split_info.get('dataset', 'the dataset')} has only "
+                             f"{', '.join(split_info.get('counts', {})) or 'none'} (detection only: "
+                             f"use --stage detector or pipelines/evaluate_report.py)")
+
     def function(self) -> Callable:
         module, _, fn = self.run.partition(":")
         return getattr(importlib.import_module(module), fn)

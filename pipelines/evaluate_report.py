@@ -1,4 +1,5 @@
-"""mAP@0.5 evaluation report of a detector checkpoint on any manifest split.
+"""mAP@0.5 evaluation report of a detector checkpoint on any manifest split: generated,
+COCO, FFHQ, UMDFaces, WIDER FACE, Pascal VOC or YOLO (dafsl/formats/), no conversion needed.
 
 Usage:
     python pipelines/evaluate_report.py (--checkpoint PATH | --run RUN_DIR)

@@ -5,8 +5,9 @@
 
 1. The smoke chain (``configs/smoke.yaml``, every stage and zoo build) on the device:
    it must finish and its figures are printed.
-2. A short run of the paper configuration's detector (``configs/paper_gpu.yaml``:
-   ResNet-50 FPN at 800 px, torchvision's heads) on rendered scenes: training images per
+2. A short run of the paper configuration's detector (``configs/paper.yaml``:
+   ResNet-50 FPN at 800 px, torchvision's heads) on rendered scenes (``synthfaces``: no
+   FFHQ needed): training images per
    second over ``--steps`` steps after ``--warmup`` steps, for each ``--precision``.
 3. The physical limit to compare with: the same backbone+FPN's own forward and backward
    pass on a batch of the same size, images per second. The ratio says how much of a
@@ -114,7 +115,7 @@ def detector_rates(cfg: dict, device: torch.device, precision: str, steps: int, 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda")
-    p.add_argument("--config", default=str(CONFIG_DIR / "paper_gpu.yaml"))
+    p.add_argument("--config", default=str(CONFIG_DIR / "paper.yaml"))
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--precision", nargs="+", default=["bf16", "fp32"], choices=["bf16", "fp32"])
     p.add_argument("--steps", type=int, default=20)
@@ -131,7 +132,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         args.config, args.steps, args.warmup, args.repeats = str(CONFIG_DIR / "smoke.yaml"), 2, 1, 1
         args.precision = ["fp32"]
-    cfg = load_config(args.config, [f"device={args.device}", *args.overrides])
+    data = [] if args.quick else ["data.manifest=synthfaces"]  # rendered scenes, not FFHQ
+    cfg = load_config(args.config, [f"device={args.device}", *data, *args.overrides])
     out = Path(args.out or tempfile.mkdtemp(prefix="gpu_check-"))
     out.mkdir(parents=True, exist_ok=True)
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",

@@ -119,17 +119,19 @@ def test_every_key_refuses_a_bad_value_naming_the_key(key, bad):
     assert msg.endswith(f"got {bad!r}")
 
 
-@pytest.mark.parametrize("path", ["configs/default.yaml", SMOKE, "configs/paper_gpu.yaml"])
+@pytest.mark.parametrize("path", ["configs/default.yaml", SMOKE, "configs/paper.yaml"])
 def test_shipped_configs_load_validate_and_freeze(path):
     cfg = load_config(path)
     assert isinstance(cfg, FrozenDict) and isinstance(cfg["detector"]["augment"], FrozenDict)
     assert config_schema.validate(thaw(cfg)) == cfg  # idempotent: nothing left to normalise
 
 
-def test_paper_gpu_values():
-    cfg = load_config("configs/paper_gpu.yaml")
+def test_paper_values():
+    cfg = load_config("configs/paper.yaml")
     assert cfg["detector"]["optimizer"] == "sgd" and cfg["detector"]["backbone"] == "resnet50"
-    assert cfg["augmenter"]["resolution"] == 64 and len(cfg["augmenter"]["channels"]) == 5
+    assert cfg["detector"]["epochs"] == 100 and cfg["augmenter"]["epochs"] == 1000
+    assert cfg["augmenter"]["resolution"] == 128 and len(cfg["augmenter"]["channels"]) == 6
+    assert cfg["data"]["manifest"] == "paper"
 
 
 @pytest.mark.parametrize("item, line", [
