@@ -9,10 +9,11 @@
    start (seeded: ``--seed``), ``--kills`` times; after every kill each checkpoint in the
    run directory is loaded (``weights_only=True``) and every unloadable one is counted;
    then the run is restarted with ``--resume``. After the last kill it runs to the end.
-3. The table: kills, unloadable checkpoints, kills that landed before the first
-   checkpoint, and whether the final figures and every logged loss equal the
-   uninterrupted run's (they must: training resumes from the last epoch checkpoint with
-   its RNG states).
+   A run that finishes before its next kill is compared and the following kills go to a
+   fresh run, so every kill lands in training, not in a finished run.
+3. The table: kills, unloadable checkpoints, completed runs, and how many of them ended
+   with the uninterrupted run's figures and every logged loss (all must: training
+   resumes from the last epoch checkpoint with its RNG states).
 """
 from __future__ import annotations
 
@@ -94,44 +95,55 @@ def main(argv: list[str] | None = None) -> dict:
     if killed.exists():
         shutil.rmtree(killed)  # a fresh killed run every time
     rng = random.Random(args.seed)
-    rows, bad_total, before_first = [], 0, 0
-    resume = False
-    for k in range(args.kills):
+    reference = (figures(plain, args.stage), losses(plain, args.stage))
+    rows, bad_total, runs_done, runs_equal = [], 0, 0, 0
+    resume, kills = False, 0
+
+    def finished_run() -> None:
+        nonlocal runs_done, runs_equal, resume
+        runs_done += 1
+        runs_equal += (figures(killed, args.stage), losses(killed, args.stage)) == reference
+        shutil.rmtree(killed)  # the next kills land in a fresh run
+        resume = False
+
+    while kills < args.kills:
         at = rng.uniform(0.0, total)
         proc = subprocess.Popen(pipeline_cmd(args, killed, resume), cwd=ROOT, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
             proc.wait(timeout=at)
-            finished = True
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-            finished = False
-        bad = unloadable(killed)
-        bad_total += len(bad)
-        have = sorted(p.name for p in (killed / "checkpoints").glob("*.pt")) if (killed / "checkpoints").exists() else []
-        before_first += not have
-        epochs = len(read_metrics(killed / "metrics.jsonl", args.stage))
-        rows.append({"kill": k + 1, "at_s": round(at, 1), "finished_first": finished,
-                     "unloadable": len(bad), "epochs_logged": epochs})
-        print(f"kill {k + 1:2d} at {at:6.1f}s: epochs logged {epochs}, unloadable checkpoints "
-              f"{len(bad)}{' (run had finished)' if finished else ''}")
-        for line in bad:
-            print("   ", line)
-        resume = True
+            kills += 1
+            bad = unloadable(killed)
+            bad_total += len(bad)
+            epochs = len(read_metrics(killed / "metrics.jsonl", args.stage))
+            rows.append({"kill": kills, "at_s": round(at, 1), "unloadable": len(bad),
+                         "epochs_logged": epochs, "resumed": resume})
+            print(f"kill {kills:2d} at {at:6.1f}s{' (resumed run)' if resume else ''}: epochs "
+                  f"logged {epochs}, unloadable checkpoints {len(bad)}", flush=True)
+            for line in bad:
+                print("   ", line)
+            resume = True
+            continue
+        if proc.returncode != 0:
+            raise DafslError(f"{killed}: the resumed run failed: {proc.stderr.strip().splitlines()[-1][:300]}")
+        finished_run()
+        print(f"run {runs_done} finished before its next kill; figures and losses equal to the "
+              f"uninterrupted run: {runs_equal == runs_done}", flush=True)
     subprocess.run(pipeline_cmd(args, killed, resume), cwd=ROOT, env=env, check=True, capture_output=True)
-    same_figures = figures(killed, args.stage) == figures(plain, args.stage)
-    same_losses = losses(killed, args.stage) == losses(plain, args.stage)
-    result = {"config": args.config, "stage": args.stage, "kills": args.kills,
+    final = figures(killed, args.stage)
+    finished_run()
+    result = {"config": args.config, "stage": args.stage, "kills": kills,
               "uninterrupted_s": round(total, 1), "unloadable_checkpoints": bad_total,
-              "kills_before_first_checkpoint": before_first,
-              "final_figures_equal": same_figures, "logged_losses_equal": same_losses,
-              "final": figures(killed, args.stage), "rows": rows}
+              "runs_completed": runs_done, "runs_equal_to_uninterrupted": runs_equal,
+              "final_figures_equal": runs_equal == runs_done, "final": final, "rows": rows}
     atomic_write_bytes(out / "fault_injection.json", (json.dumps(result, indent=2) + "\n").encode())
-    print(f"\n{args.kills} kills: {bad_total} unloadable checkpoints; final figures equal to the "
-          f"uninterrupted run: {same_figures}; every logged loss equal: {same_losses}")
+    print(f"\n{kills} kills over {runs_done} runs: {bad_total} unloadable checkpoints; runs whose "
+          f"figures and every logged loss equal the uninterrupted run's: {runs_equal}/{runs_done}")
     print(f"written: {out / 'fault_injection.json'}")
-    if bad_total or not (same_figures and same_losses):
+    if bad_total or runs_equal != runs_done:
         sys.exit(1)
     return result
 
