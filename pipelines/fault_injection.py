@@ -6,7 +6,7 @@
 1. An uninterrupted run of the stage (``--out``/plain) gives the reference figures and
    its wall time T.
 2. A second run is killed with SIGKILL at a moment drawn uniformly from (0, T) after its
-   start (seeded: ``--seed``), ``--kills`` times; after every kill each checkpoint in the
+   start (T: the last whole run's duration, the machine being shared) (seeded: ``--seed``), ``--kills`` times; after every kill each checkpoint in the
    run directory is loaded (``weights_only=True``) and every unloadable one is counted;
    then the run is restarted with ``--resume``. After the last kill it runs to the end.
    A run that finishes before its next kill is compared and the following kills go to a
@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     while kills < args.kills:
         at = rng.uniform(0.0, total)
+        started = time.perf_counter()
         proc = subprocess.Popen(pipeline_cmd(args, killed, resume), cwd=ROOT, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
@@ -129,8 +130,10 @@ def main(argv: list[str] | None = None) -> dict:
             continue
         if proc.returncode != 0:
             raise DafslError(f"{killed}: the resumed run failed: {proc.stderr.strip().splitlines()[-1][:300]}")
+        if not resume:  # a whole run: the machine's speed now, for the next kill moments
+            total = time.perf_counter() - started
         finished_run()
-        print(f"run {runs_done} finished before its next kill; figures and losses equal to the "
+        print(f"run {runs_done} finished before its next kill ({total:.0f}s); figures and losses equal to the "
               f"uninterrupted run: {runs_equal == runs_done}", flush=True)
     subprocess.run(pipeline_cmd(args, killed, resume), cwd=ROOT, env=env, check=True, capture_output=True)
     final = figures(killed, args.stage)
