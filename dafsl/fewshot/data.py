@@ -124,7 +124,7 @@ def _glyph_arrays(m: Manifest, image_size: int, cache_dir) -> dict[str, np.ndarr
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
+            np.savez_compressed(fh, **arrays)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)  # atomic: readers see the old state or the whole file
     except BaseException:
