@@ -14,13 +14,17 @@ Format (all keys required unless marked optional)::
       "splits": {"train": {...}, "val": {...}, "test": {...}}
     }
 
-``source.type`` is ``"generator"`` (``{"generator": "synthfaces" | "shapes", "params":
-{...}}``; each split gives the generator's split arguments; rendered images are cached under
-a directory keyed by the manifest's content hash) or one of the file formats of
-:mod:`dafsl.formats` (``coco``, ``ffhq``, ``umdfaces``, ``wider``, ``voc``, ``yolo``; each
-reader module's docstring gives its keys). A file-format split may also ask for exact class
-counts or a subset (``select``/``subset``/``seed``, :mod:`dafsl.formats.selection`), or take
-a split of another manifest (``{"manifest": "umdfaces", "split": "test"}``).
+``source.type`` is ``"generator"`` (``{"generator": "synthfaces" | "shapes" | "glyphs",
+"params": {...}}``; each split gives the generator's split arguments; rendered images are
+cached under a directory keyed by the manifest's content hash; ``glyphs`` is a character
+set, splits ``{"set": "background" | "evaluation", "alphabets": [start, stop]}``, loaded by
+:func:`dafsl.fewshot.data.load_characters`), ``"omniglot"`` (``{"root": DIR}`` in
+Omniglot's official layout ``images_<set>/<alphabet>/<character>/*.png``; splits as for
+``glyphs``) or one of the file formats of :mod:`dafsl.formats` (``coco``, ``ffhq``,
+``umdfaces``, ``wider``, ``voc``, ``yolo``; each reader module's docstring gives its keys).
+A file-format split may also ask for exact class counts or a subset
+(``select``/``subset``/``seed``, :mod:`dafsl.formats.selection`), or take a split of
+another manifest (``{"manifest": "umdfaces", "split": "test"}``).
 
 ``root`` may start with ``~`` or ``$VAR``; relative roots resolve against the manifest.
 """
@@ -37,7 +41,7 @@ from dafsl.errors import DafslError
 from dafsl.formats import READERS, check_manifest
 
 MANIFEST_DIR = REPO_ROOT / "data_manifests"
-SOURCE_TYPES = ("generator", *READERS)
+SOURCE_TYPES = ("generator", "omniglot", *READERS)
 REQUIRED = ("name", "license", "citation", "categories", "class_attribute", "classes",
             "source", "splits")
 
@@ -121,7 +125,7 @@ def load_manifest(name_or_path: str | Path) -> Manifest:
         raise DafslError(f"{path}: categories must not be empty")
     if raw["class_attribute"] is not None and len(raw["classes"]) < 2:
         raise DafslError(f"{path}: a class attribute needs at least two classes")
-    if src["type"] == "generator" and src.get("generator") not in ("synthfaces", "shapes"):
+    if src["type"] == "generator" and src.get("generator") not in ("synthfaces", "shapes", "glyphs"):
         raise DafslError(f"{path}: unknown generator {src.get('generator')!r}")
     if src["type"] in READERS:
         check_manifest(raw, str(path))
