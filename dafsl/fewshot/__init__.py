@@ -1,0 +1,1 @@
+"""Few-shot learning: character sets and episodes (:mod:`dafsl.fewshot.data`), methods."""
