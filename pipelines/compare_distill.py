@@ -5,7 +5,7 @@ about 42 %, ensemble about 45 %, about DGKD's level) and seed 002's claim (DDGSD
 
 Usage:
     python pipelines/compare_distill.py [--seeds 3] [--seed-base 0] [--classes 100]
-        [--epochs 30] [--methods none,hinton,...] [--out DIR] [--resume] [--quick] [--fake]
+        [--epochs 20] [--methods none,hinton,...] [--out DIR] [--resume] [--quick] [--fake]
 
 Data: ``--classes`` characters of the embedded ``glyphs`` set (train split), each
 character's 20 drawings split by drawer 12 / 3 / 5 into train / val / test
@@ -55,7 +55,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--seed-base", type=int, default=0)
     p.add_argument("--classes", type=int, default=100)
-    p.add_argument("--epochs", type=int, default=None, help="epochs of every model (default 30)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs of every model (default 20)")
     p.add_argument("--methods", default=",".join(bench.METHODS))
     p.add_argument("--out", default=None, help="output folder (default runs/distill-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the runs in --out")

@@ -48,7 +48,7 @@ class BenchConfig:
     """Training settings shared by every model of the benchmark."""
 
     chain: tuple[str, ...] = ("cnn10", "cnn6", "cnn4", "cnn2")  # teacher, assistants, student
-    epochs: int = 30
+    epochs: int = 20
     batch_size: int = 64
     lr: float = 0.003
     weight_decay: float = 5e-4

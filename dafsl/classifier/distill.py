@@ -1,14 +1,22 @@
 """Knowledge distillation for the classifier: one registry, one contract (as mdistiller).
 
-A method is a small class in :data:`DISTILLERS`. Its ``forward_train(image, target,
-**batch)`` returns ``(student_logits, {"loss_ce": ..., "loss_kd": ..., ...})``; the
-trainer sums the dict and logs each term by name, knowing nothing about the method.
-Later methods plug in by adding a class: self-distillation (seed 000) is ``hinton``
-with a teacher of the student's own architecture; teacher-assistant chains (seed 004)
-are successive runs whose teacher is the previous student's checkpoint, and the
-ensemble variant is :class:`TeacherEnsemble`; a method that needs several distorted
-views of each image (DDGSD, seed 002) sets ``views = 2`` and receives them as
-``batch["views"]`` (V, B, 3, H, W) from the data pipeline.
+A method is a small ``nn.Module`` class in :data:`DISTILLERS`. Its ``forward_train(image,
+target, **batch)`` returns ``(student_logits, {"loss_ce": ..., "loss_kd": ..., ...})``; the
+trainer sums the dict and logs each term by name, knowing nothing about the method. The
+student, the frozen teachers and any weights of the method itself are submodules: they
+move with ``.to(device)``, the method's own weights are optimised
+(:meth:`Distiller.trainable_parameters`) and checkpointed with the student
+(:meth:`Distiller.own_state_dict`).
+
+Registered: ``none``; ``hinton`` (seed 003, one teacher, or an ensemble of checkpoints as
+:class:`TeacherEnsemble`); ``ddgsd`` (seed 002: self-distillation between two distorted
+views, ``views = 2``, the views arrive as ``batch["views"]`` (2, B, 3, H, W)); and the
+teacher-assistant chains of seed 004, which receive every larger model of
+``classifier.distill_chain`` as ``teacher`` (large to small; :mod:`dafsl.classifier.chain`):
+``takd`` (the nearest larger one), ``dgkd`` (the mean of the Hinton terms of all of them,
+optional random teacher dropping), ``ensemble`` (one Hinton term against their mean logits).
+Self-distillation with a teacher of the student's own architecture (seed 000) is ``hinton``
+with ``teacher.backbone`` = the student's.
 
 Hinton KD convention (seed 003)
 -------------------------------

@@ -2,8 +2,9 @@
 teacher-assistant papers (Mirzadeh et al. 2020's plain CNNs; seed 004: CNN-10 -> CNN-2).
 
 ``cnnN``: N blocks conv 3x3 -> BatchNorm -> ReLU in three stages of widths
-``widths`` (default 16, 32, 64), a 2x2 max-pool after stages 1 and 2, global average
-pooling and a linear head ``fc``. The N layers are spread over the stages as evenly as
+``widths`` (default 16, 32, 64), a 2x2 max-pool after stages 1 and 2, average pooling
+to a 2x2 grid, flattened (4 x the last width: the features; a plain CNN's flattened map,
+which keeps where strokes are, unlike global pooling), and a linear head ``fc``. The N layers are spread over the stages as evenly as
 possible, the first stage taking the remainder: cnn2 = (1, 1, 0), cnn4 = (2, 1, 1),
 cnn6 = (2, 2, 2), cnn8 = (4, 2, 2)... cnn10 = (4, 3, 3). The interface is timm's
 (``forward_features``, ``forward_head(pre_logits=True)``, ``get_classifier``), so the
@@ -48,8 +49,9 @@ class PlainCNN(nn.Module):
                            nn.BatchNorm2d(widths[stage]), nn.ReLU(inplace=True)]
                 c_in = widths[stage]
         self.features = nn.Sequential(*layers)
-        self.num_features = c_in
-        self.fc = nn.Linear(c_in, num_classes)
+        self.num_features = 4 * c_in
+        self.pool = nn.AdaptiveAvgPool2d(2)
+        self.fc = nn.Linear(self.num_features, num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -58,7 +60,7 @@ class PlainCNN(nn.Module):
         return self.features(x)
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = x.mean(dim=(2, 3))
+        x = self.pool(x).flatten(1)
         return x if pre_logits else self.fc(x)
 
     def get_classifier(self) -> nn.Module:
