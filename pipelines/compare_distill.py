@@ -5,7 +5,7 @@ about 42 %, ensemble about 45 %, about DGKD's level) and seed 002's claim (DDGSD
 
 Usage:
     python pipelines/compare_distill.py [--seeds 3] [--seed-base 0] [--classes 100]
-        [--epochs 20] [--methods none,hinton,...] [--out DIR] [--resume] [--quick] [--fake]
+        [--epochs 20] [--methods none,hinton,...] [--temperature 4] [--alpha 0.5] [--out DIR] [--resume] [--quick] [--fake]
 
 Data: ``--classes`` characters of the embedded ``glyphs`` set (train split), each
 character's 20 drawings split by drawer 12 / 3 / 5 into train / val / test
@@ -57,6 +57,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", type=int, default=100)
     p.add_argument("--epochs", type=int, default=None, help="epochs of every model (default 20)")
     p.add_argument("--methods", default=",".join(bench.METHODS))
+    p.add_argument("--temperature", type=float, default=None, help="KD temperature (default 4)")
+    p.add_argument("--alpha", type=float, default=None, help="KD soft-term weight (default 0.5)")
     p.add_argument("--out", default=None, help="output folder (default runs/distill-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the runs in --out")
     p.add_argument("--quick", action="store_true", help="a test run in seconds")
@@ -105,6 +107,10 @@ def markdown(data: dict) -> str:
         lines.append(f"| {LABELS.get(row['method'], row['method'])} | {pct(row['test'])} | {pct(row['val'])} "
                      f"| {row['time']['mean']:.0f} ± {row['time']['std']:.0f} ({row['n_models']}) "
                      f"| {SEED_FIGURES.get(row['method'], '')} |")
+    lines += ["", "Every model trained (each once per seed; test accuracy of that model itself):", "",
+              "| model | trained with | test acc. % | training time s |", "|---|---|---|---|"]
+    for (model, how), (accs, times) in models_table(data).items():
+        lines.append(f"| {model} | {how} | {pct(mean_spread(accs))} | {np.mean(times):.0f} |")
     lines += ["", "Orderings (paired per-seed difference of test accuracy, points; a '>' holds "
               "when every seed agrees, '≈' when |mean| ≤ max(std, 1 point)):", ""]
     for o in data["orderings"]:
@@ -112,6 +118,25 @@ def markdown(data: dict) -> str:
         lines.append(f"- {o['claim']}: {100 * o['diff_mean']:+.1f} ± {100 * o['diff_std']:.1f} "
                      f"(seeds: {diffs}) → **{'holds' if o['holds'] else 'does not hold'}**")
     return "\n".join(lines) + "\n"
+
+
+def models_table(data: dict) -> dict[tuple[str, str], tuple[list, list]]:
+    """{(model, how it was trained): ([test accuracy per seed], [time per seed])}, each
+    model of each seed once (several methods share one)."""
+    per_seed: dict[tuple[str, str, int], dict] = {}
+    for row in data["rows"]:
+        for run in row["runs"]:
+            for m in run["models"]:
+                teachers = [t.split("-")[0] for t in m["teachers"]]
+                how = m["method"] if not teachers else \
+                    f"{'kd' if len(teachers) == 1 else m['method']} from {', '.join(teachers)}"
+                per_seed[(m["model"], how, run["seed"])] = m
+    out: dict[tuple[str, str], tuple[list, list]] = {}
+    for (model, how, _), m in per_seed.items():
+        accs, times = out.setdefault((model, how), ([], []))
+        accs.append(m["test_accuracy"])
+        times.append(m["train_time_s"])
+    return out
 
 
 def plot(data: dict, path: Path) -> None:
@@ -163,6 +188,10 @@ def main(argv: list[str] | None = None) -> dict:
         args.classes = min(args.classes, 10)
     if args.epochs is not None:
         cfg.epochs = args.epochs
+    if args.temperature is not None:
+        cfg.temperature = args.temperature
+    if args.alpha is not None:
+        cfg.alpha = args.alpha
     torch.set_num_threads(1)
     out = Path(args.out) if args.out else REPO / "runs" / f"distill-{time.strftime('%Y%m%d-%H%M%S')}"
     if out.exists() and any(out.glob("seed*")) and not args.resume:

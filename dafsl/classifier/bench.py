@@ -106,9 +106,21 @@ class GlyphTrainer(ClassifierTrainer):
         return {"val_accuracy": float((probs.argmax(1) == self.val.labels).mean())}
 
 
+def method_params(c: BenchConfig, method: str) -> dict:
+    """The distiller's keyword arguments for ``method`` under ``c``."""
+    if method == "none":
+        return {}
+    if method == "ddgsd":
+        return {**c.ddgsd, "distortion": list(c.augment)}
+    kd = {"temperature": c.temperature, "alpha": c.alpha}
+    return {**kd, "drop_prob": c.drop_prob} if method == "dgkd" else kd
+
+
 def _slug(key: tuple) -> str:
-    name, method, teachers = key
-    return f"{name}-{method}" + (f"-{zlib.crc32(repr(teachers).encode()):08x}" if teachers else "")
+    """A stage name: name-method[-hash of the teachers][-p hash of non-default parameters]."""
+    name, method, teachers, params = key
+    slug = f"{name}-{method}" + (f"-{zlib.crc32(repr(teachers).encode()):08x}" if teachers else "")
+    return slug + (f"-p{zlib.crc32(params.encode()):08x}" if params else "")
 
 
 class BenchSeed:
@@ -122,19 +134,15 @@ class BenchSeed:
         self.info: dict[tuple, dict] = {}
 
     def params(self, method: str) -> dict:
-        c = self.cfg
-        if method == "none":
-            return {}
-        if method == "ddgsd":
-            return {**c.ddgsd, "distortion": list(c.augment)}
-        kd = {"temperature": c.temperature, "alpha": c.alpha}
-        return {**kd, "drop_prob": c.drop_prob} if method == "dgkd" else kd
+        return method_params(self.cfg, method)
 
     def train(self, name: str, method: str, teachers: tuple = ()) -> tuple:
         """The key of model ``name`` trained with ``method`` from the models ``teachers``
         (keys, large -> small); trained now unless already trained this seed."""
         canonical = "kd" if method in KD_ONE_TEACHER and len(teachers) == 1 else method
-        key = (name, canonical, tuple(teachers))
+        params = self.params(method)
+        default = method_params(BenchConfig(), method)
+        key = (name, canonical, tuple(teachers), "" if params == default else repr(sorted(params.items())))
         if key in self.models:
             return key
         c, d = self.cfg, self.data
@@ -142,7 +150,7 @@ class BenchSeed:
         student = build_plain_cnn(name, len(d.classes), widths=tuple(c.widths))
         seed_everything(self.seed)
         dist = build_distiller(method, student, [self.models[t] for t in teachers] or None, None,
-                               **self.params(method))
+                               **params)
         opt = torch.optim.AdamW(dist.trainable_parameters(), lr=c.lr, weight_decay=c.weight_decay)
         steps = c.epochs * (len(d.train) // c.batch_size + (len(d.train) % c.batch_size > 1))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_decay(steps, warmup=c.warmup_steps))
