@@ -142,6 +142,9 @@ class BenchSeed:
         canonical = "kd" if method in KD_ONE_TEACHER and len(teachers) == 1 else method
         params = self.params(method)
         default = method_params(BenchConfig(), method)
+        if canonical == "kd":  # one teacher: DGKD's teacher dropping does not apply
+            params.pop("drop_prob", None)
+            default.pop("drop_prob", None)
         key = (name, canonical, tuple(teachers), "" if params == default else repr(sorted(params.items())))
         if key in self.models:
             return key
