@@ -5,7 +5,7 @@ about 42 %, ensemble about 45 %, about DGKD's level) and seed 002's claim (DDGSD
 
 Usage:
     python pipelines/compare_distill.py [--seeds 3] [--seed-base 0] [--classes 100]
-        [--epochs 20] [--methods none,hinton,...] [--temperature 4] [--alpha 0.5] [--out DIR] [--resume] [--quick] [--fake]
+        [--epochs 20] [--chain cnn10,cnn6,cnn4,cnn2] [--methods none,hinton,...] [--temperature 4] [--alpha 0.5] [--out DIR] [--resume] [--quick] [--fake]
 
 Data: ``--classes`` characters of the embedded ``glyphs`` set (train split), each
 character's 20 drawings split by drawer 12 / 3 / 5 into train / val / test
@@ -57,6 +57,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", type=int, default=100)
     p.add_argument("--epochs", type=int, default=None, help="epochs of every model (default 20)")
     p.add_argument("--methods", default=",".join(bench.METHODS))
+    p.add_argument("--chain", default=None, help="teacher, assistants, student, large to small "
+                   "(default cnn10,cnn6,cnn4,cnn2)")
     p.add_argument("--temperature", type=float, default=None, help="KD temperature (default 4)")
     p.add_argument("--alpha", type=float, default=None, help="KD soft-term weight (default 0.5)")
     p.add_argument("--out", default=None, help="output folder (default runs/distill-<time>)")
@@ -188,6 +190,11 @@ def main(argv: list[str] | None = None) -> dict:
         args.classes = min(args.classes, 10)
     if args.epochs is not None:
         cfg.epochs = args.epochs
+    if args.chain:
+        chain = tuple(m for m in args.chain.split(",") if m)
+        if len(chain) < 2 or not all(bench.is_plain_cnn(m) for m in chain):
+            raise DafslError(f"--chain: expected at least two of cnn2..cnn10, large to small, got {args.chain!r}")
+        cfg.chain = chain
     if args.temperature is not None:
         cfg.temperature = args.temperature
     if args.alpha is not None:

@@ -57,3 +57,7 @@ def test_compare_distill_quick(tmp_path):
     again = subprocess.run([sys.executable, "pipelines/compare_distill.py", "--quick", "--fake",
                             "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "pass --resume" in again.stderr
+    bad = subprocess.run([sys.executable, "pipelines/compare_distill.py", "--quick", "--fake",
+                          "--chain", "cnn2", "--out", str(tmp_path / "bad")], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--chain: expected at least two of cnn2..cnn10" in bad.stderr

@@ -30,7 +30,7 @@ from dafsl.classifier.chain import run_chain
 from dafsl.classifier.data import FaceSet
 from dafsl.classifier.distill import build_distiller
 from dafsl.classifier.distortion import build_distortion
-from dafsl.classifier.plain_cnn import build_plain_cnn, count_parameters
+from dafsl.classifier.plain_cnn import build_plain_cnn, count_parameters, is_plain_cnn  # noqa: F401
 from dafsl.classifier.trainer import ClassifierTrainer, predict_probs
 from dafsl.errors import DafslError
 from dafsl.runs import RunDir, seed_everything
@@ -168,7 +168,7 @@ class BenchSeed:
         test = predict_probs(student, d.test.images, size).argmax(1) == d.test.labels
         last = records[-1] if records else {}
         self.models[key] = student
-        self.info[key] = {"model": name, "method": method, "teachers": [_slug(t) for t in teachers],
+        self.info[key] = {"model": name, "method": canonical, "teachers": [_slug(t) for t in teachers],
                           "params": count_parameters(student),
                           "train_time_s": float(last.get("wall_clock_s", 0.0)),
                           "val_accuracy": last.get("val_accuracy"), "test_accuracy": float(test.mean())}
