@@ -208,3 +208,35 @@ def _plural(allows: str) -> str:
         if allows.startswith(one):
             return many + allows[len(one):]
     return allows.replace("one of ", "names from ", 1)
+
+
+class Transforms(Rule):
+    """A non-empty list of albumentations transforms, each ``{name: <transform class>,
+    <its keyword arguments>}`` (DDGSD's distortion; lists become tuples). albumentations is
+    imported lazily, only to check the list."""
+
+    allows = "a non-empty list of {name: <albumentations transform>, <its arguments>}"
+    bad = ([], [{"name": "HorizontalFlipp"}])
+
+    def ok(self, value):
+        if not isinstance(value, (list, tuple)) or not value:
+            return False
+        import warnings
+
+        import albumentations as A
+
+        for item in value:
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                return False
+            cls = getattr(A, item["name"], None)
+            if not (isinstance(cls, type) and issubclass(cls, A.BasicTransform)):
+                return False
+            kwargs = {k: tuple(v) if isinstance(v, (list, tuple)) else v
+                      for k, v in item.items() if k != "name"}
+            try:
+                with warnings.catch_warnings():  # albumentations only warns on unknown arguments
+                    warnings.simplefilter("error", UserWarning)
+                    cls(**kwargs)
+            except Exception:
+                return False
+        return True

@@ -35,7 +35,9 @@ AUGMENTATIONS = ("none", "classic", "gan", "gan+classic")
 CLASSIFIER_STEMS = ("imagenet", "small", "cifar")
 IMBALANCE = ("none", "balanced_sampling", "weighted_loss", "logit_adjustment",
              "logit_adjustment_posthoc", "balanced_softmax", "crt", "ncm")  # classifier/imbalance.py
-DISTILLERS = ("none", "hinton")
+DISTILLERS = ("none", "hinton", "ddgsd", "takd", "dgkd", "ensemble")  # classifier/distill.py
+CHAIN_DISTILLERS = ("takd", "dgkd", "ensemble")   # train classifier.distill_chain first
+PLAIN_CNNS = tuple(f"cnn{n}" for n in range(2, 11))  # classifier/plain_cnn.py
 DIFFAUG_POLICIES = ("color", "translation", "cutout")
 TRANSFER_SOURCES = ("zoo", "imagenet")                    # or a checkpoint path
 CLASSIFIER_SOURCES = ("detector", "zoo", "imagenet")      # or a checkpoint path
@@ -44,7 +46,7 @@ CLASSIFIER_SOURCES = ("detector", "zoo", "imagenet")      # or a checkpoint path
 # the rule types (dafsl/config_rules.py) are part of this module's API
 from dafsl.config_rules import (COUNT, COUNT0, NON_NEGATIVE, POSITIVE, UNIT, Choice,  # noqa: F401
                                 DenoughFill, DiffAugment, Int, ListOf, Nullable, Number,
-                                PowerOfTwo, Rule, Source, Text, TimmModel)
+                                PowerOfTwo, Rule, Source, Text, TimmModel, Transforms)
 
 
 PRECISIONS = ("fp32", "bf16")
@@ -134,7 +136,7 @@ SCHEMA: dict[str, Rule] = {
     "augmenter.degrade.jpeg_quality": ListOf(Int(1), length=2),
     "augmenter.denough_fill": DenoughFill(),
     "augmenter.probe.folds": Int(2),
-    "classifier.backbone": TimmModel(("resnet10",)),
+    "classifier.backbone": TimmModel(("resnet10", *PLAIN_CNNS)),
     "classifier.source": Source(*CLASSIFIER_SOURCES),
     "classifier.zoo_entry": Text(),            # the names live in dafsl.zoo (not a leaf)
     "classifier.crop_size": Nullable(COUNT),
@@ -155,8 +157,14 @@ SCHEMA: dict[str, Rule] = {
     "classifier.distill": Choice(*DISTILLERS),
     "classifier.distill_params.hinton.temperature": POSITIVE,
     "classifier.distill_params.hinton.alpha": UNIT,
+    **{f"classifier.distill_params.ddgsd.{k}": NON_NEGATIVE for k in ("w_mmd", "w_kl", "w_ce")},
+    "classifier.distill_params.ddgsd.distortion": Transforms(),
+    **{f"classifier.distill_params.{m}.temperature": POSITIVE for m in CHAIN_DISTILLERS},
+    **{f"classifier.distill_params.{m}.alpha": UNIT for m in CHAIN_DISTILLERS},
+    "classifier.distill_params.dgkd.drop_prob": Number(0, 1, hi_open=True),
+    "classifier.distill_chain": ListOf(TimmModel(("resnet10", *PLAIN_CNNS)), min_len=0),  # and a cross rule
     "classifier.teacher.checkpoints": ListOf(Text(), min_len=0),
-    "classifier.teacher.backbone": TimmModel(("resnet10",)),
+    "classifier.teacher.backbone": TimmModel(("resnet10", *PLAIN_CNNS)),
     "classifier.teacher.mode": Choice(*TRANSFER_MODES),
     "classifier.teacher.epochs": COUNT,
     "classifier.system_score_threshold": UNIT,
@@ -228,8 +236,15 @@ def _crop_size(cfg):
                                         f"faces pass through the same resolution, got {size}")
 
 
+def _distill_chain(cfg):
+    c = cfg["classifier"]
+    if c["distill"] in CHAIN_DISTILLERS and not c["distill_chain"]:
+        return "classifier.distill_chain", (f"at least one model (the teacher, large to small) for "
+                                            f"classifier.distill {c['distill']}, got []")
+
+
 CROSS_RULES: list[Callable[[dict], tuple[str, str] | None]] = [
-    _channels, _g_frozen, _source_growth, _anchors, _thresholds, _crop_size]
+    _channels, _g_frozen, _source_growth, _anchors, _thresholds, _crop_size, _distill_chain]
 
 
 # ------------------------------------------------------------------ validation

@@ -14,7 +14,9 @@ gan and gan+classic (the augmenter's generated faces fill Dlack); gan+classic+be
 (gan+classic with the imbalance method of the rows above that has the best mean
 VALIDATION balanced accuracy of its final model; chosen on val, never on test); oracle
 (data.manifest=synthfaces_oracle: plenty of real female faces, augmentation=classic,
-crops from the same detector).
+crops from the same detector). On request (not in the default list): distill-hinton,
+distill-ddgsd, distill-takd, distill-dgkd, distill-ensemble (classifier.distill with the
+default ncm head, augmentation none; compare with the ncm row).
 
 How: per seed one upstream run (``--stage detector``, then ``--stage augmenter`` when
 a row uses generated faces) in ``OUT/seed<S>/upstream``, then one ``--stage classifier
@@ -43,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_modes import parse_list, run_stage  # noqa: E402
 
 from dafsl.config import CONFIG_DIR, DEFAULT_CONFIG, load_config  # noqa: E402
-from dafsl.config_schema import IMBALANCE  # noqa: E402
+from dafsl.config_schema import DISTILLERS, IMBALANCE  # noqa: E402
 from dafsl.errors import DafslError, exit_on_error  # noqa: E402
 from dafsl.report import imbalance as table  # noqa: E402
 from dafsl.report.runs import is_number, mean_spread  # noqa: E402
@@ -52,6 +54,9 @@ from dafsl.runs import atomic_write_json  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 BEST = "gan+classic+best"
 ROWS = (*IMBALANCE, "classic", "gan", "gan+classic", BEST, "oracle")
+# classifier.distill methods on the default (ncm) classifier: only when asked for with --rows
+# (takd/dgkd/ensemble train classifier.distill_chain first: minutes per run)
+DISTILL_ROWS = tuple(f"distill-{m}" for m in DISTILLERS if m != "none")
 BUDGET_MIN = 45.0
 
 
@@ -102,7 +107,11 @@ def row_spec(name: str, best: str | None = None, oracle_manifest: str = "synthfa
                 "oracle": True, "overrides": [f"data.manifest={oracle_manifest}",
                                               "classifier.augmentation=classic",
                                               "classifier.imbalance=none"]}
-    raise DafslError(f"--rows: unknown row '{name}' (expected {', '.join(ROWS)})")
+    if name in DISTILL_ROWS:
+        return {"row": name, "label": f"distill: {name[8:]} (ncm head)", "uses_generated": False,
+                "oracle": False, "overrides": ["classifier.augmentation=none", "classifier.imbalance=ncm",
+                                               f"classifier.distill={name[8:]}"]}
+    raise DafslError(f"--rows: unknown row '{name}' (expected {', '.join(ROWS + DISTILL_ROWS)})")
 
 
 def choose_best(runs_by_row: dict[str, list[dict]], candidates: list[str]) -> tuple[str | None, dict]:
@@ -207,7 +216,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick and args.config:
         raise DafslError("--quick uses configs/smoke.yaml; leave out --config")
     args.config = str(CONFIG_DIR / "smoke.yaml") if args.quick else (args.config or str(DEFAULT_CONFIG))
-    rows = parse_list(args.rows, ROWS, "--rows")
+    rows = parse_list(args.rows, ROWS + DISTILL_ROWS, "--rows")
     candidates = [r for r in rows if r in IMBALANCE]
     if BEST in rows and not candidates:
         raise DafslError(f"--rows: {BEST} needs at least one of {', '.join(IMBALANCE)} to choose from")

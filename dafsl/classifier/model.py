@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dafsl.classifier.plain_cnn import build_plain_cnn, is_plain_cnn
 from dafsl.config_schema import CLASSIFIER_STEMS
 from dafsl.errors import DafslError
 from dafsl.runs import load_checkpoint, save_checkpoint
@@ -37,6 +38,8 @@ def build_classifier(backbone: str, num_classes: int = 2, stem: str = "imagenet"
     """
     if stem not in STEMS:
         raise DafslError(f"classifier.stem: expected one of {', '.join(STEMS)}, got {stem!r}")
+    if is_plain_cnn(backbone):  # cnn2..cnn10 (dafsl/classifier/plain_cnn.py); no stem to swap
+        return build_plain_cnn(backbone, num_classes)
     kwargs = {}
     if backbone == "resnet10":  # one BasicBlock per stage, as the detector's smoke backbone
         backbone, kwargs = "resnet18", {"layers": [1, 1, 1, 1]}

@@ -19,6 +19,7 @@ import torch
 
 from dafsl import engine, transfer
 from dafsl.classifier import imbalance, system_eval
+from dafsl.classifier.chain import stage_chain
 from dafsl.classifier.data import (FaceSet, classic_augmentation,
                                    crop_size_of, generated_faces, split_faces)
 from dafsl.classifier.distill import DISTILLERS, TeacherEnsemble, build_distiller
@@ -201,7 +202,7 @@ def run(ctx) -> StageResult:
     augment = classic_augmentation(seed) if c["augmentation"].endswith("classic") else None
 
     def make_trainer(stage: str, student, mode: str, distiller_name: str, teacher=None, params=None):
-        distiller = build_distiller(distiller_name, student, teacher, None, **(params or {}))
+        distiller = build_distiller(distiller_name, student, teacher, None, **(params or {})).to(ctx.device)
         distiller.criterion = imb.loss
         opt = torch.optim.AdamW(distiller.trainable_parameters(), lr=float(c["lr"]),
                                 weight_decay=float(c["weight_decay"]))
@@ -213,7 +214,11 @@ def run(ctx) -> StageResult:
                                  epoch_size=c["epoch_size"], augment=augment)
 
     teacher, teacher_info = None, {}
-    if DISTILLERS[c["distill"]].needs_teacher:
+    if DISTILLERS[c["distill"]].chain:  # takd | dgkd | ensemble: classifier.distill_chain first
+        teacher, teacher_info = stage_chain(ctx, make_trainer, build_model, detector_path, classes,
+                                            input_size=int(c["input_size"]), crop_size=size,
+                                            stem=c["stem"], log=log.info)
+    elif DISTILLERS[c["distill"]].needs_teacher:
         teacher, teacher_info = build_teacher(ctx, make_trainer, detector_path)
     trainer = make_trainer(STAGE, model, ctx.mode, c["distill"], teacher, c["distill_params"].get(c["distill"]))
 

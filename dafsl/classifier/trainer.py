@@ -94,6 +94,9 @@ class ClassifierTrainer(SingleModelState):
         self.train, self.val = train, val
         self.classes, self.positive = list(classes), positive
         self.seed, self.batch_size, self.input_size = seed, batch_size, input_size
+        distortion = getattr(distiller, "distortion", None)  # DDGSD's views: augment, then distort
+        if distortion is not None:
+            augment = A.Compose([augment, distortion]) if augment is not None else distortion
         self.balanced, self.epoch_size, self.augment = balanced, epoch_size, augment
         # a frozen backbone and a method that only needs the student's logits: train the
         # head on features computed once (the same optimiser, steps and data order)
@@ -131,8 +134,15 @@ class ClassifierTrainer(SingleModelState):
         return EpochBatches(self.train, order, self.batch_size, self.input_size, self.augment,
                             views=self.distiller.views)
 
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "distiller": self.distiller.own_state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.distiller.load_own_state_dict(state.get("distiller", {}))
+
     def train_step(self, batch: dict) -> dict[str, float]:
-        self.model.train()
+        self.distiller.train()  # the student (and the method's own modules); never a teacher
         dev = model_device(self.model)
         batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
         if "feature" in batch:
