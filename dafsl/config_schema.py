@@ -36,6 +36,9 @@ CLASSIFIER_STEMS = ("imagenet", "small", "cifar")
 IMBALANCE = ("none", "balanced_sampling", "weighted_loss", "logit_adjustment",
              "logit_adjustment_posthoc", "balanced_softmax", "crt", "ncm")  # classifier/imbalance.py
 DISTILLERS = ("none", "hinton")
+FEWSHOT_METHODS = ("siamese", "matching", "protonet")       # dafsl/fewshot/methods.py
+FEWSHOT_DISTILL = ("none", "self")
+CLASSIFIER_HEADS = ("linear", *FEWSHOT_METHODS)            # dafsl/classifier/heads.py
 DIFFAUG_POLICIES = ("color", "translation", "cutout")
 TRANSFER_SOURCES = ("zoo", "imagenet")                    # or a checkpoint path
 CLASSIFIER_SOURCES = ("detector", "zoo", "imagenet")      # or a checkpoint path
@@ -161,13 +164,25 @@ SCHEMA: dict[str, Rule] = {
     "similarity.confidence": Number(0, 1, lo_open=True, hi_open=True),
     "similarity.similar": UNIT, "similarity.dissimilar": UNIT,   # and a cross rule
     "similarity.min_target_size": COUNT0,
+    "fewshot.method": Choice(*FEWSHOT_METHODS), "fewshot.distill": Choice(*FEWSHOT_DISTILL),
+    "fewshot.manifest": Text(),
+    "fewshot.image_size": Int(16),             # conv4 halves it four times
+    **{f"fewshot.{k}": COUNT for k in ("shot", "query", "width", "epochs", "episodes_per_epoch",
+                                       "val_episodes", "test_episodes")},
+    "fewshot.way": Int(2), "fewshot.train_way": Nullable(Int(2)),
+    "fewshot.backbone": TimmModel(("conv4",)),
+    "fewshot.lr": POSITIVE, "fewshot.weight_decay": NON_NEGATIVE,
+    **{f"fewshot.alpha.{m}": NON_NEGATIVE for m in FEWSHOT_METHODS},
+    "fewshot.temperature": POSITIVE,
+    "fewshot.label_weight": NON_NEGATIVE,
+    "fewshot.num_threads": COUNT0,
 }
 
 # Keys whose type (fixed by default.yaml) is all there is to check.
 #: keys whose value may be of several types: the schema rule, not the default's type, decides
 MIXED_TYPES = frozenset({"augmenter.denough_fill"})
 TYPE_ONLY = frozenset({"detector.fpn_extra_pool", "classifier.system_eval", "augmenter.degrade.enabled",
-                       "classifier.generated_denough", "classifier.probe"})
+                       "classifier.generated_denough", "classifier.probe", "fewshot.fce"})
 
 
 # ------------------------------------------------------------------ cross-key rules
