@@ -12,6 +12,7 @@ with its 95 % confidence interval and the run directory.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from dafsl.config import DEFAULT_CONFIG, load_config
@@ -20,6 +21,7 @@ from dafsl.log import configure
 from dafsl.runs import RunDir
 
 FLAGS = ("method", "distill", "way", "shot", "query", "manifest")
+TEXT_FLAGS = ("method", "distill", "manifest")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -45,7 +47,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     args = get_args_parser().parse_args(argv)
     configure(args.quiet)
-    flags = [f"fewshot.{k}={getattr(args, k)}" for k in FLAGS if getattr(args, k) is not None]
+    # the names are strings as typed (YAML would read "yes" as true); the counts are parsed
+    flags = [f"fewshot.{k}={json.dumps(v) if k in TEXT_FLAGS else v}"
+             for k in FLAGS if (v := getattr(args, k)) is not None]
     cfg = load_config(args.config, list(args.overrides) + flags)
     if args.resume and not args.out:
         raise DafslError("--resume needs --out RUN_DIR (the run to continue)")
