@@ -143,6 +143,7 @@ SCHEMA: dict[str, Rule] = {
     "classifier.augmentation": Choice(*AUGMENTATIONS),
     "classifier.generated_count": Nullable(COUNT0),
     "classifier.imbalance": Choice(*IMBALANCE),
+    "classifier.head": Choice(*CLASSIFIER_HEADS),
     "classifier.imbalance_params.tau": NON_NEGATIVE,
     "classifier.imbalance_params.crt_epochs": COUNT,
     "classifier.imbalance_params.crt_lr": POSITIVE,

@@ -9,7 +9,9 @@ Usage:
 
 Rows (default: all, in this order): the classifier.imbalance values with
 classifier.augmentation=none (none, balanced_sampling, weighted_loss, logit_adjustment,
-logit_adjustment_posthoc, balanced_softmax, crt, ncm); classic (augmentation=classic);
+logit_adjustment_posthoc, balanced_softmax, crt, ncm); head-protonet, head-matching,
+head-siamese (classifier.head: a few-shot head over the training faces' features, no
+generated faces); classic (augmentation=classic);
 gan and gan+classic (the augmenter's generated faces fill Dlack); gan+classic+best
 (gan+classic with the imbalance method of the rows above that has the best mean
 VALIDATION balanced accuracy of its final model; chosen on val, never on test); oracle
@@ -43,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_modes import parse_list, run_stage  # noqa: E402
 
 from dafsl.config import CONFIG_DIR, DEFAULT_CONFIG, load_config  # noqa: E402
-from dafsl.config_schema import IMBALANCE  # noqa: E402
+from dafsl.config_schema import CLASSIFIER_HEADS, IMBALANCE  # noqa: E402
 from dafsl.errors import DafslError, exit_on_error  # noqa: E402
 from dafsl.report import imbalance as table  # noqa: E402
 from dafsl.report.runs import is_number, mean_spread  # noqa: E402
@@ -51,7 +53,9 @@ from dafsl.runs import atomic_write_json  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BEST = "gan+classic+best"
-ROWS = (*IMBALANCE, "classic", "gan", "gan+classic", BEST, "oracle")
+# classifier.head: a few-shot head over the training faces' features (dafsl/classifier/heads.py)
+HEAD_ROWS = tuple(f"head-{h}" for h in CLASSIFIER_HEADS if h != "linear")
+ROWS = (*IMBALANCE, *HEAD_ROWS, "classic", "gan", "gan+classic", BEST, "oracle")
 BUDGET_MIN = 45.0
 
 
@@ -84,6 +88,10 @@ def row_spec(name: str, best: str | None = None, oracle_manifest: str = "synthfa
     if name in IMBALANCE:
         return {"row": name, "label": f"imbalance: {name}", "uses_generated": False, "oracle": False,
                 "overrides": ["classifier.augmentation=none", f"classifier.imbalance={name}"]}
+    if name in HEAD_ROWS:
+        return {"row": name, "label": f"few-shot head: {name[5:]}", "uses_generated": False,
+                "oracle": False, "overrides": ["classifier.augmentation=none", "classifier.imbalance=none",
+                                               f"classifier.head={name[5:]}"]}
     # the probe depends on the generated faces, the starting weights and the budget, not on
     # the imbalance method or classic augmentation: it runs once per seed, in the gan+classic row
     no_probe = ["classifier.probe=false"]
