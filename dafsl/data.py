@@ -137,6 +137,9 @@ def load_split(manifest: Manifest | str | Path, split: str, cache_dir: str | Non
         manifest = load_manifest(manifest)
     spec = manifest.split(split)
     kind = manifest.source["type"]
+    if kind == "omniglot" or manifest.source.get("generator") == "glyphs":
+        raise DafslError(f"{manifest.path}: a character set, not a detection dataset; load it "
+                         f"with dafsl.fewshot.data.load_characters")
     if kind == "generator":
         return _generated_split(manifest, split, spec, cache_root(cache_dir))
     if kind == "coco":

@@ -16,9 +16,13 @@ Format (all keys required unless marked optional)::
 
 ``source.type`` is one of
 
-* ``"generator"``: ``{"generator": "synthfaces" | "shapes", "params": {...}}``; each split
-  gives the generator's split arguments (``seed_start``, ``count``, ...). Rendered images
-  are cached under a directory keyed by the manifest's content hash.
+* ``"generator"``: ``{"generator": "synthfaces" | "shapes" | "glyphs", "params": {...}}``;
+  each split gives the generator's split arguments (``seed_start``, ``count``, ...). Rendered
+  images are cached under a directory keyed by the manifest's content hash. ``glyphs`` is a
+  character set (splits ``{"set": "background" | "evaluation", "alphabets": [start, stop]}``),
+  loaded by :func:`dafsl.fewshot.data.load_characters`.
+* ``"omniglot"``: ``{"root": DIR}`` in Omniglot's official layout
+  (``images_<set>/<alphabet>/<character>/*.png``); splits as for ``glyphs``.
 * ``"coco"``: ``{"root": DIR}``; each split gives ``{"images": SUBDIR, "annotations":
   FILE.json}`` relative to ``root``. Annotations carry the class attribute by name.
 * ``"ffhq"``: ``{"root": DIR, "images": SUBDIR, "features": SUBDIR, "class_from":
@@ -42,7 +46,7 @@ from dafsl.config import REPO_ROOT
 from dafsl.errors import DafslError
 
 MANIFEST_DIR = REPO_ROOT / "data_manifests"
-SOURCE_TYPES = ("generator", "coco", "ffhq", "umdfaces")
+SOURCE_TYPES = ("generator", "coco", "ffhq", "umdfaces", "omniglot")
 REQUIRED = ("name", "license", "citation", "categories", "class_attribute", "classes",
             "source", "splits")
 
@@ -122,7 +126,7 @@ def load_manifest(name_or_path: str | Path) -> Manifest:
         raise DafslError(f"{path}: categories must not be empty")
     if raw["class_attribute"] is not None and len(raw["classes"]) < 2:
         raise DafslError(f"{path}: a class attribute needs at least two classes")
-    if src["type"] == "generator" and src.get("generator") not in ("synthfaces", "shapes"):
+    if src["type"] == "generator" and src.get("generator") not in ("synthfaces", "shapes", "glyphs"):
         raise DafslError(f"{path}: unknown generator {src.get('generator')!r}")
     if src["type"] == "coco":
         for name, split in raw["splits"].items():
