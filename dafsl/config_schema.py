@@ -171,6 +171,8 @@ SCHEMA: dict[str, Rule] = {
     **{f"fewshot.{k}": COUNT for k in ("shot", "query", "width", "epochs", "episodes_per_epoch",
                                        "val_episodes", "test_episodes")},
     "fewshot.way": Int(2), "fewshot.train_way": Nullable(Int(2)),
+    "fewshot.train_query": Nullable(COUNT),
+    "fewshot.test_shots": ListOf(COUNT, min_len=0),
     "fewshot.backbone": TimmModel(("conv4",)),
     "fewshot.lr": POSITIVE, "fewshot.weight_decay": NON_NEGATIVE,
     **{f"fewshot.alpha.{m}": NON_NEGATIVE for m in FEWSHOT_METHODS},

@@ -142,6 +142,11 @@ def test_teacher_weights_and_batchnorm_statistics_do_not_change(method):
                               torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0), data, data,
                               way=3, shot=1, query=2, train_way=3, episodes_per_epoch=3,
                               val_episodes=2, seed=0, teacher=teacher, alpha=0.5)
+    # the teacher's logits from features embedded once equal those of the episode's images
+    from dafsl.fewshot.distill import teacher_logits
+    ep = trainer.batches(0)[0]
+    direct = teacher_logits(teacher, data.images[ep.support_idx], ep.support_labels, data.images[ep.query_idx])
+    assert torch.allclose(trainer.teacher_logits(ep), direct, atol=1e-4)
     student_before = [p.clone() for p in student.parameters()]
     for ep in trainer.batches(0):
         out = trainer.train_step(ep)

@@ -30,8 +30,9 @@ def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, temperatur
 
 @torch.no_grad()
 def teacher_logits(teacher, support: Tensor, support_labels: Tensor, query: Tensor) -> Tensor:
-    """The frozen teacher's query logits for one episode: eval mode (BatchNorm uses and
-    keeps its running statistics), no gradient."""
+    """The frozen teacher's query logits for one episode of images: eval mode (BatchNorm
+    uses and keeps its running statistics), no gradient. (The episodic trainer does the
+    same on features it computes once, :meth:`EpisodicTrainer.teacher_logits`.)"""
     teacher.eval()
     teacher.process_support_set(support, support_labels)
     return teacher(query)

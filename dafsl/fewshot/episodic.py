@@ -22,7 +22,7 @@ from torch import Tensor
 
 from dafsl.fewshot.base import FewShotClassifier
 from dafsl.fewshot.data import CharacterSet, sample_episode
-from dafsl.fewshot.distill import distillation_loss, teacher_logits
+from dafsl.fewshot.distill import distillation_loss
 
 VAL_SEED, TEST_SEED = 1_000_003, 2_000_003  # episode streams, independent of the training seed
 
@@ -74,22 +74,24 @@ class EpisodicTrainer:
 
     def __init__(self, stage: str, model: FewShotClassifier, optimizer, scheduler,
                  train: CharacterSet, val: CharacterSet, *, way: int, shot: int, query: int,
-                 train_way: int, episodes_per_epoch: int, val_episodes: int, seed: int,
+                 train_way: int, train_query: int | None = None, episodes_per_epoch: int, val_episodes: int, seed: int,
                  teacher: FewShotClassifier | None = None, alpha: float = 0.0,
                  temperature: float = 1.0, label_weight: float = 1.0):
         self.stage, self.model, self.optimizer, self.scheduler = stage, model, optimizer, scheduler
         self.train, self.val = train, val
         self.way, self.shot, self.query, self.train_way = way, shot, query, train_way
+        self.train_query = train_query or query
         self.episodes_per_epoch, self.val_episodes, self.seed = episodes_per_epoch, val_episodes, seed
         self.teacher, self.alpha, self.temperature = teacher, alpha, temperature
         self.label_weight = label_weight
+        self.teacher_features: Tensor | None = None
         self.device = next(model.parameters()).device
         self.best_state: dict | None = None
         self.best_val, self.best_epoch = -1.0, -1
 
     def batches(self, epoch: int) -> list:
         g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        return [sample_episode(self.train.labels, self.train_way, self.shot, self.query, g)
+        return [sample_episode(self.train.labels, self.train_way, self.shot, self.train_query, g)
                 for _ in range(self.episodes_per_epoch)]
 
     def train_step(self, ep) -> dict[str, float]:
@@ -101,8 +103,7 @@ class EpisodicTrainer:
         loss = self.label_weight * losses["loss_label"]
         out = {"loss_label": losses["loss_label"].item()}
         if self.teacher is not None and self.alpha > 0:
-            kl = distillation_loss(logits, teacher_logits(self.teacher, support, s_lab, query),
-                                   self.temperature)
+            kl = distillation_loss(logits, self.teacher_logits(ep), self.temperature)
             loss = loss + self.alpha * kl
             out["loss_kl"] = kl.item()
         self.optimizer.zero_grad(set_to_none=True)
@@ -111,6 +112,19 @@ class EpisodicTrainer:
         self.scheduler.step()
         acc = float((logits.argmax(dim=1) == q_lab).float().mean())
         return {"loss": loss.item(), **out, "train_accuracy": acc}
+
+    @torch.no_grad()
+    def teacher_logits(self, ep) -> Tensor:
+        """The frozen teacher's query logits of episode ``ep``. In eval mode a network's
+        features do not depend on the rest of the batch, so the teacher embeds the
+        training images once and each episode only runs its scoring rule."""
+        if self.teacher_features is None:
+            self.teacher.eval()
+            self.teacher_features = split_features(self.teacher, self.train.images)
+        dev = self.teacher_features.device
+        self.teacher.process_support_features(self.teacher_features[ep.support_idx.to(dev)],
+                                              ep.support_labels.to(dev))
+        return self.teacher.logits(self.teacher_features[ep.query_idx.to(dev)]).to(self.device)
 
     def end_epoch(self, epoch: int) -> dict[str, float]:
         return {"lr": float(self.optimizer.param_groups[0]["lr"])}

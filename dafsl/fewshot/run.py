@@ -35,7 +35,7 @@ def load_splits(cfg: dict) -> dict[str, CharacterSet]:
     splits = {s: load_characters(f["manifest"], s, image_size=int(f["image_size"]),
                                  cache_dir=cfg["data"]["cache_dir"]) for s in ("train", "val", "test")}
     ways = {"train": int(f["train_way"] or f["way"]), "val": int(f["way"]), "test": int(f["way"])}
-    need = int(f["shot"]) + int(f["query"])
+    need = max([int(f["shot"]), *map(int, f["test_shots"])]) + max(int(f["query"]), int(f["train_query"] or 0))
     for s, data in splits.items():
         n_classes = len(torch.unique(data.labels))
         if n_classes < ways[s]:
@@ -70,6 +70,7 @@ def train_one(cfg: dict, run: RunDir, stage: str, splits: dict, device: torch.de
     trainer = EpisodicTrainer(
         stage, model, opt, sched, splits["train"], splits["val"], way=int(f["way"]),
         shot=int(f["shot"]), query=int(f["query"]), train_way=int(f["train_way"] or f["way"]),
+        train_query=int(f["train_query"] or f["query"]),
         episodes_per_epoch=int(f["episodes_per_epoch"]), val_episodes=int(f["val_episodes"]),
         seed=seed, teacher=teacher, alpha=alpha, temperature=float(f["temperature"]),
         label_weight=float(f["label_weight"]) if teacher is not None else 1.0)
@@ -107,6 +108,9 @@ def run_fewshot(cfg: dict, out: str | Path, *, resume: bool = False) -> dict:
             t0 = time.perf_counter()
             test = evaluate_episodes(model, splits["test"], **episodes)
             summary.update({f"{role}_test_{k}": v for k, v in test.items()})
+            for shot in f["test_shots"]:  # the same model tested with more support images
+                more = evaluate_episodes(model, splits["test"], **{**episodes, "shot": int(shot)})
+                summary.update({f"{role}_test_{shot}shot_{k}": v for k, v in more.items()})
             summary.update({f"{role}_val_accuracy": trainer.best_val,
                             f"{role}_best_epoch": trainer.best_epoch,
                             f"{role}_train_time_s": float(records[-1]["wall_clock_s"]) if records else 0.0,
