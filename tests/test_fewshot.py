@@ -242,3 +242,37 @@ def test_the_schema_lists_the_registered_methods():
 
     assert tuple(METHODS) == config_schema.FEWSHOT_METHODS
     assert dict(load_config(None)["fewshot"]["alpha"]) == SEED_ALPHA
+
+
+def test_alpha_zero_student_is_the_teacher(fake_data, tmp_path):
+    """The student starts from the teacher's initialisation and sees its episodes: with
+    alpha = 0 nothing else differs, so it ends as the teacher (the sweep's alpha-0 row)."""
+    from dafsl.fewshot.run import run_fewshot
+
+    s = run_fewshot(load_config(None, TINY + ["fewshot.distill=self", "fewshot.alpha.protonet=0"]),
+                    tmp_path / "r")
+    a = torch.load(tmp_path / "r" / "fewshot" / "teacher_best.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "r" / "fewshot" / "student_best.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert s["student_test_accuracy"] == s["teacher_test_accuracy"] and s["alpha"] == 0.0
+
+
+def test_compare_fewshot_quick_writes_table_and_figure(tmp_path):
+    import importlib.util
+
+    from dafsl.config import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("compare_fewshot",
+                                                  REPO_ROOT / "pipelines" / "compare_fewshot.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.verdict({"mean": 0.5, "ci95": 0.01}, {"mean": 0.53, "ci95": 0.01}) == "helped"
+    assert mod.verdict({"mean": 0.5, "ci95": 0.02}, {"mean": 0.53, "ci95": 0.02}) == "within noise"
+    assert mod.stat([0.5, 0.7])["ci95"] == pytest.approx(1.96 * math.sqrt(0.02) / math.sqrt(2))
+    data = mod.main(["--quick", "--seeds", "1", "--methods", "protonet", "--alphas", "0.5",
+                     "--out", str(tmp_path)])
+    assert [(r["method"], r["shot"]) for r in data["main"]] == [("protonet", 1), ("protonet", 5)]
+    assert [r["label"].split(" (")[0] for r in data["sweep"]["rows"]] == \
+        ["alpha 0", "alpha 0.05", "alpha 0.5", "distillation only"]
+    md = (tmp_path / "compare_fewshot.md").read_text()
+    assert "98.3 -> 98.4" in md and (tmp_path / "compare_fewshot.png").stat().st_size > 1000

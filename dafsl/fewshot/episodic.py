@@ -51,12 +51,14 @@ def summarise(accuracies: list[float]) -> dict:
 
 @torch.no_grad()
 def evaluate_episodes(model: FewShotClassifier, data: CharacterSet, *, way: int, shot: int,
-                      query: int, episodes: int, seed: int = TEST_SEED) -> dict:
+                      query: int, episodes: int, seed: int = TEST_SEED,
+                      features: Tensor | None = None) -> dict:
     """Mean query accuracy over ``episodes`` episodes of ``data`` (see :func:`summarise`);
-    the same ``seed`` gives the same episodes to every model."""
+    the same ``seed`` gives the same episodes to every model. ``features``: ``data``'s
+    features from :func:`split_features`, when the caller already has them."""
     was = model.training
     model.eval()
-    feats = split_features(model, data.images)
+    feats = split_features(model, data.images) if features is None else features
     g = torch.Generator().manual_seed(seed)
     accs = []
     for _ in range(episodes):

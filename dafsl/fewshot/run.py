@@ -19,7 +19,7 @@ from dafsl.errors import DafslError
 from dafsl.fewshot.backbone import build_backbone, feature_dim
 from dafsl.fewshot.data import CharacterSet, load_characters
 from dafsl.fewshot.distill import freeze
-from dafsl.fewshot.episodic import EpisodicTrainer, evaluate_episodes
+from dafsl.fewshot.episodic import EpisodicTrainer, evaluate_episodes, split_features
 from dafsl.fewshot.methods import build_method
 from dafsl.log import get_logger
 from dafsl.runs import RunDir, save_checkpoint, seed_everything
@@ -106,10 +106,12 @@ def run_fewshot(cfg: dict, out: str | Path, *, resume: bool = False) -> dict:
                              "image_size": int(f["image_size"]), "fce": bool(f["fce"])},
                             run.stage_dir(STAGE) / f"{role}_best.pt")
             t0 = time.perf_counter()
-            test = evaluate_episodes(model, splits["test"], **episodes)
+            feats = split_features(model, splits["test"].images)
+            test = evaluate_episodes(model, splits["test"], **episodes, features=feats)
             summary.update({f"{role}_test_{k}": v for k, v in test.items()})
             for shot in f["test_shots"]:  # the same model tested with more support images
-                more = evaluate_episodes(model, splits["test"], **{**episodes, "shot": int(shot)})
+                more = evaluate_episodes(model, splits["test"], **{**episodes, "shot": int(shot)},
+                                         features=feats)
                 summary.update({f"{role}_test_{shot}shot_{k}": v for k, v in more.items()})
             summary.update({f"{role}_val_accuracy": trainer.best_val,
                             f"{role}_best_epoch": trainer.best_epoch,
