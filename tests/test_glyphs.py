@@ -150,6 +150,27 @@ def test_omniglot_fixture_loads_through_the_shipped_manifest(omniglot):
     assert load_characters("omniglot", "test", image_size=105).images[0, 0, 0, 0] == 0.0
 
 
+def test_omniglot_is_decoded_once_then_cached_until_a_file_changes(omniglot, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    first = load_characters("omniglot", "test", cache_dir=cache)
+    assert len(list((cache / "data").rglob("*.npz"))) == 1
+
+    def no_read(*a, **k):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(fsdata, "_read_drawing", no_read)
+    again = load_characters("omniglot", "test", cache_dir=cache)
+    assert torch.equal(again.images, first.images) and again.classes == first.classes
+    # a redrawn file (new size/mtime) invalidates the cache
+    png = next((omniglot / "images_evaluation").rglob("*.png"))
+    img = np.full((105, 105), 255, np.uint8)
+    cv2.line(img, (0, 0), (104, 104), 0, 9)
+    cv2.imwrite(str(png), img)
+    with pytest.raises(AssertionError, match="decoded again"):
+        load_characters("omniglot", "test", cache_dir=cache)
+    assert png.exists()
+
+
 def test_omniglot_root_unset_or_missing(tmp_path, monkeypatch):
     monkeypatch.delenv("OMNIGLOT_ROOT", raising=False)
     with pytest.raises(DafslError, match=r"omniglot\.json: .*OMNIGLOT_ROOT, which is not set"):
@@ -167,6 +188,7 @@ def _first_char(root: Path) -> Path:
     ("empty", "character01", "character folder has no images"),
     ("text", "notes.txt", "not a PNG image"),
     ("corrupt", "0000_09.png", "cannot decode PNG"),
+    ("zero_bytes", "0000_09.png", "cannot decode PNG"),
     ("no_eval", "images_evaluation", "split folder not found"),
 ])
 def test_malformed_omniglot_is_one_line_naming_the_path(omniglot, breakage, culprit, message):
@@ -176,8 +198,8 @@ def test_malformed_omniglot_is_one_line_naming_the_path(omniglot, breakage, culp
             f.unlink()
     elif breakage == "text":
         (char / "notes.txt").write_text("hello")
-    elif breakage == "corrupt":
-        (char / "0000_09.png").write_bytes(b"not a png")
+    elif breakage in ("corrupt", "zero_bytes"):
+        (char / "0000_09.png").write_bytes(b"not a png" if breakage == "corrupt" else b"")
     else:
         import shutil
         shutil.rmtree(omniglot / "images_evaluation")

@@ -36,6 +36,7 @@ from dafsl.manifest import Manifest, load_manifest
 
 log = get_logger("fewshot")
 SETS = ("background", "evaluation")
+OMNIGLOT_READER = "invert+area-resize v1"  # part of the Omniglot cache key: bump when reading changes
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,7 +85,7 @@ def load_characters(manifest: str | Path | Manifest, split: str, *, image_size: 
     if src["type"] == "generator" and src.get("generator") == "glyphs":
         images, labels, drawers, classes = _glyph_split(m, spec, image_size, cache_dir)
     elif src["type"] == "omniglot":
-        images, labels, drawers, classes = _omniglot_split(m, spec, image_size)
+        images, labels, drawers, classes = _omniglot_split(m, spec, image_size, cache_dir)
     else:
         raise DafslError(f"{m.path}: not a character set (source type {src['type']!r}); "
                          f"use a 'glyphs' generator or an 'omniglot' manifest")
@@ -107,29 +108,41 @@ def glyph_cache_path(m: Manifest, image_size: int, cache_dir: str | Path | None 
     return root / "data" / f"{m.name}-{digest}" / f"{image_size}px.npz"
 
 
-def _glyph_arrays(m: Manifest, image_size: int, cache_dir) -> dict[str, np.ndarray]:
-    from dafsl.synth import glyphs
+def _read_npz(path: Path) -> dict[str, np.ndarray] | None:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        log.warning("%s: unreadable cache file, building it again", path)
+        return None
 
-    path = glyph_cache_path(m, image_size, cache_dir)
-    if path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-            log.warning("%s: unreadable cache file, rendering again", path)
-    log.info("rendering %s at %d px into %s", m.name, image_size, path.parent)
-    arrays = glyphs.render_set(m.source.get("params"), image_size)
-    arrays["classes"] = np.array(arrays["classes"])
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write atomically: readers see no file or the whole file, never a partial one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
+            np.savez_compressed(fh, **arrays)
         os.chmod(tmp, 0o644)
-        os.replace(tmp, path)  # atomic: readers see the old state or the whole file
+        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _glyph_arrays(m: Manifest, image_size: int, cache_dir) -> dict[str, np.ndarray]:
+    from dafsl.synth import glyphs
+
+    path = glyph_cache_path(m, image_size, cache_dir)
+    arrays = _read_npz(path)
+    if arrays is None:
+        log.info("rendering %s at %d px into %s", m.name, image_size, path.parent)
+        arrays = glyphs.render_set(m.source.get("params"), image_size)
+        arrays["classes"] = np.array(arrays["classes"])
+        _write_npz(path, arrays)
     return arrays
 
 
@@ -165,12 +178,13 @@ def _entries(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
 
 
-def _omniglot_split(m: Manifest, spec: dict, image_size: int):
+def _omniglot_listing(m: Manifest, spec: dict) -> tuple[Path, list[tuple[str, list[Path]]]]:
+    """The split's characters and their drawings, validated (cheap: no image is decoded)."""
     folder = omniglot_root(m) / f"images_{spec['set']}"
     if not folder.is_dir():
         raise DafslError(f"{folder}: Omniglot split folder not found")
     start, stop = spec.get("alphabets", [0, None])
-    images, labels, drawers, classes = [], [], [], []
+    listing = []
     for alphabet in _entries(folder)[start:stop]:
         if not alphabet.is_dir():
             raise DafslError(f"{alphabet}: expected an alphabet folder, found a file")
@@ -183,22 +197,47 @@ def _omniglot_split(m: Manifest, spec: dict, image_size: int):
             files = _entries(char)
             if not files:
                 raise DafslError(f"{char}: character folder has no images")
+            for f in files:
+                if f.is_dir() or f.suffix.lower() != ".png":
+                    raise DafslError(f"{f}: not a PNG image (a character folder holds only "
+                                     f".png drawings)")
+            listing.append((f"{alphabet.name}/{char.name}", files))
+    return folder, listing
+
+
+def _omniglot_split(m: Manifest, spec: dict, image_size: int, cache_dir):
+    """Decoded once per (file listing with sizes and mtimes, image size), then cached."""
+    folder, listing = _omniglot_listing(m, spec)
+    stamp = [str(folder.resolve()), image_size, OMNIGLOT_READER]
+    for _, files in listing:
+        for f in files:
+            st = f.stat()
+            stamp.append((str(f.relative_to(folder)), st.st_size, st.st_mtime_ns))
+    digest = hashlib.sha256(json.dumps(stamp).encode()).hexdigest()[:16]
+    path = cache_root(str(cache_dir) if cache_dir is not None else None) / "data" / \
+        f"{m.name}-{digest}" / f"{spec['set']}-{image_size}px.npz"
+    arrays = _read_npz(path)
+    if arrays is None:
+        if not listing:
+            return (np.zeros((0, image_size, image_size), np.uint8), np.zeros(0, np.int64),
+                    np.zeros(0, np.int64), [])
+        images, labels, drawers = [], [], []
+        for c, (_, files) in enumerate(listing):
             for k, f in enumerate(files):
                 images.append(_read_drawing(f, image_size))
-                labels.append(len(classes))
+                labels.append(c)
                 drawers.append(k)
-            classes.append(f"{alphabet.name}/{char.name}")
-    if not classes:
-        return np.zeros((0, image_size, image_size), np.uint8), np.zeros(0, np.int64), \
-            np.zeros(0, np.int64), []
-    return np.stack(images), np.array(labels, np.int64), np.array(drawers, np.int64), classes
+        arrays = {"images": np.stack(images), "labels": np.array(labels, np.int64),
+                  "drawers": np.array(drawers, np.int64),
+                  "classes": np.array([name for name, _ in listing])}
+        _write_npz(path, arrays)
+    return arrays["images"], arrays["labels"], arrays["drawers"], [str(c) for c in arrays["classes"]]
 
 
 def _read_drawing(path: Path, image_size: int) -> np.ndarray:
     """uint8 (S, S), ink 255: Omniglot PNGs are black ink on white, so they are inverted."""
-    if path.is_dir() or path.suffix.lower() != ".png":
-        raise DafslError(f"{path}: not a PNG image (a character folder holds only .png drawings)")
-    img = cv2.imdecode(np.fromfile(str(path), np.uint8), cv2.IMREAD_GRAYSCALE)
+    raw = np.fromfile(str(path), np.uint8)
+    img = cv2.imdecode(raw, cv2.IMREAD_GRAYSCALE) if raw.size else None
     if img is None:
         raise DafslError(f"{path}: cannot decode PNG (corrupt or not an image)")
     img = 255 - img

@@ -36,12 +36,12 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "drawers": 20,
     "render_scale": 4,           # draw at this multiple of the output size, then downsample
     # drawer jitter (units: the image side is 2.0)
-    "point_jitter": 0.09,        # std of each control point's noise
-    "stroke_shift": 0.07,        # std of each stroke's offset
+    "point_jitter": 0.07,        # std of each control point's noise
+    "stroke_shift": 0.05,        # std of each stroke's offset
     "rotation": 15.0,            # std, degrees
     "scale": 0.12,               # std of log scale
     "shear": 0.12,               # std
-    "translate": 0.10,           # std
+    "translate": 0.12,           # std
     "pen_width": [0.035, 0.06],  # pen width as a fraction of the image side (per alphabet)
     "width_jitter": 0.2,         # relative std of a drawer's pen width
     "omit_prob": 0.04,           # chance a drawer leaves out one stroke (>= 3 strokes)
