@@ -298,3 +298,10 @@ def test_baseline_script_reports_accuracy(tmp_path):
     mean, ci = mod.nearest_neighbour_accuracy(test, 5, 1, 5, episodes=50, seed=0)
     assert 0.2 < mean <= 1.0 and 0 < ci < 0.2
     assert fsdata.CharacterSet is type(test)
+
+
+def test_detection_loader_refuses_character_sets():
+    from dafsl.data import load_split
+
+    with pytest.raises(DafslError, match=r"glyphs_tiny\.json: a character set.*load_characters"):
+        load_split("glyphs_tiny", "train")

@@ -309,8 +309,9 @@ class EpisodeSampler(torch.utils.data.Sampler):
 
     def __init__(self, labels: torch.Tensor, way: int, shot: int, query: int, n_episodes: int,
                  seed: int = 0, *, origin: str = "the set"):
-        if n_episodes < 1:
-            raise DafslError(f"{origin}: n_episodes must be >= 1, got {n_episodes}")
+        if n_episodes < 1 or seed < 0:
+            raise DafslError(f"{origin}: episodes need n_episodes >= 1 and seed >= 0, "
+                             f"got {n_episodes} and {seed}")
         self.way, self.shot, self.query = way, shot, query
         self.n_episodes, self.seed, self.epoch = int(n_episodes), int(seed), 0
         self._index = _class_index(labels, way, shot, query, origin)
