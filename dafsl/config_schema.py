@@ -38,6 +38,9 @@ IMBALANCE = ("none", "balanced_sampling", "weighted_loss", "logit_adjustment",
 DISTILLERS = ("none", "hinton", "ddgsd", "takd", "dgkd", "ensemble")  # classifier/distill.py
 CHAIN_DISTILLERS = ("takd", "dgkd", "ensemble")   # train classifier.distill_chain first
 PLAIN_CNNS = tuple(f"cnn{n}" for n in range(2, 11))  # classifier/plain_cnn.py
+FEWSHOT_METHODS = ("siamese", "matching", "protonet")       # dafsl/fewshot/methods.py
+FEWSHOT_DISTILL = ("none", "self")
+CLASSIFIER_HEADS = ("linear", *FEWSHOT_METHODS)            # dafsl/classifier/heads.py
 DIFFAUG_POLICIES = ("color", "translation", "cutout")
 TRANSFER_SOURCES = ("zoo", "imagenet")                    # or a checkpoint path
 CLASSIFIER_SOURCES = ("detector", "zoo", "imagenet")      # or a checkpoint path
@@ -147,6 +150,7 @@ SCHEMA: dict[str, Rule] = {
     "classifier.augmentation": Choice(*AUGMENTATIONS),
     "classifier.generated_count": Nullable(COUNT0),
     "classifier.imbalance": Choice(*IMBALANCE),
+    "classifier.head": Choice(*CLASSIFIER_HEADS),
     "classifier.imbalance_params.tau": NON_NEGATIVE,
     "classifier.imbalance_params.crt_epochs": COUNT,
     "classifier.imbalance_params.crt_lr": POSITIVE,
@@ -174,13 +178,27 @@ SCHEMA: dict[str, Rule] = {
     "similarity.confidence": Number(0, 1, lo_open=True, hi_open=True),
     "similarity.similar": UNIT, "similarity.dissimilar": UNIT,   # and a cross rule
     "similarity.min_target_size": COUNT0,
+    "fewshot.method": Choice(*FEWSHOT_METHODS), "fewshot.distill": Choice(*FEWSHOT_DISTILL),
+    "fewshot.manifest": Text(),
+    "fewshot.image_size": Int(16),             # conv4 halves it four times
+    **{f"fewshot.{k}": COUNT for k in ("shot", "query", "width", "epochs", "episodes_per_epoch",
+                                       "val_episodes", "test_episodes")},
+    "fewshot.way": Int(2), "fewshot.train_way": Nullable(Int(2)),
+    "fewshot.train_query": Nullable(COUNT),
+    "fewshot.test_shots": ListOf(COUNT, min_len=0),
+    "fewshot.backbone": TimmModel(("conv4",)),
+    "fewshot.lr": POSITIVE, "fewshot.weight_decay": NON_NEGATIVE,
+    **{f"fewshot.alpha.{m}": NON_NEGATIVE for m in FEWSHOT_METHODS},
+    "fewshot.temperature": POSITIVE,
+    "fewshot.label_weight": NON_NEGATIVE,
+    "fewshot.num_threads": COUNT0,
 }
 
 # Keys whose type (fixed by default.yaml) is all there is to check.
 #: keys whose value may be of several types: the schema rule, not the default's type, decides
 MIXED_TYPES = frozenset({"augmenter.denough_fill"})
 TYPE_ONLY = frozenset({"detector.fpn_extra_pool", "classifier.system_eval", "augmenter.degrade.enabled",
-                       "classifier.generated_denough", "classifier.probe"})
+                       "classifier.generated_denough", "classifier.probe", "fewshot.fce"})
 
 
 # ------------------------------------------------------------------ cross-key rules

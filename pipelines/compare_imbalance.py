@@ -9,7 +9,9 @@ Usage:
 
 Rows (default: all, in this order): the classifier.imbalance values with
 classifier.augmentation=none (none, balanced_sampling, weighted_loss, logit_adjustment,
-logit_adjustment_posthoc, balanced_softmax, crt, ncm); classic (augmentation=classic);
+logit_adjustment_posthoc, balanced_softmax, crt, ncm); head-protonet, head-matching,
+head-siamese (classifier.head: a few-shot head over the training faces' features, no
+generated faces); classic (augmentation=classic);
 gan and gan+classic (the augmenter's generated faces fill Dlack); gan+classic+best
 (gan+classic with the imbalance method of the rows above that has the best mean
 VALIDATION balanced accuracy of its final model; chosen on val, never on test); oracle
@@ -45,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_modes import parse_list, run_stage  # noqa: E402
 
 from dafsl.config import CONFIG_DIR, DEFAULT_CONFIG, load_config  # noqa: E402
-from dafsl.config_schema import DISTILLERS, IMBALANCE  # noqa: E402
+from dafsl.config_schema import CLASSIFIER_HEADS, DISTILLERS, IMBALANCE  # noqa: E402
 from dafsl.errors import DafslError, exit_on_error  # noqa: E402
 from dafsl.report import imbalance as table  # noqa: E402
 from dafsl.report.runs import is_number, mean_spread  # noqa: E402
@@ -54,6 +56,10 @@ from dafsl.runs import atomic_write_json  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 BEST = "gan+classic+best"
 ROWS = (*IMBALANCE, "classic", "gan", "gan+classic", BEST, "oracle")
+# classifier.head: a few-shot head over the training faces' features (dafsl/classifier/heads.py);
+# like the distillation rows below, only when asked for with --rows (the default run keeps
+# its 45-minute budget)
+HEAD_ROWS = tuple(f"head-{h}" for h in CLASSIFIER_HEADS if h != "linear")
 # classifier.distill methods on the default (ncm) classifier: only when asked for with --rows
 # (takd/dgkd/ensemble train classifier.distill_chain first: minutes per run)
 DISTILL_ROWS = tuple(f"distill-{m}" for m in DISTILLERS if m != "none")
@@ -89,6 +95,10 @@ def row_spec(name: str, best: str | None = None, oracle_manifest: str = "synthfa
     if name in IMBALANCE:
         return {"row": name, "label": f"imbalance: {name}", "uses_generated": False, "oracle": False,
                 "overrides": ["classifier.augmentation=none", f"classifier.imbalance={name}"]}
+    if name in HEAD_ROWS:
+        return {"row": name, "label": f"few-shot head: {name[5:]}", "uses_generated": False,
+                "oracle": False, "overrides": ["classifier.augmentation=none", "classifier.imbalance=none",
+                                               f"classifier.head={name[5:]}"]}
     # the probe depends on the generated faces, the starting weights and the budget, not on
     # the imbalance method or classic augmentation: it runs once per seed, in the gan+classic row
     no_probe = ["classifier.probe=false"]
@@ -111,7 +121,7 @@ def row_spec(name: str, best: str | None = None, oracle_manifest: str = "synthfa
         return {"row": name, "label": f"distill: {name[8:]} (ncm head)", "uses_generated": False,
                 "oracle": False, "overrides": ["classifier.augmentation=none", "classifier.imbalance=ncm",
                                                f"classifier.distill={name[8:]}"]}
-    raise DafslError(f"--rows: unknown row '{name}' (expected {', '.join(ROWS + DISTILL_ROWS)})")
+    raise DafslError(f"--rows: unknown row '{name}' (expected {', '.join(ROWS + HEAD_ROWS + DISTILL_ROWS)})")
 
 
 def choose_best(runs_by_row: dict[str, list[dict]], candidates: list[str]) -> tuple[str | None, dict]:
@@ -216,7 +226,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick and args.config:
         raise DafslError("--quick uses configs/smoke.yaml; leave out --config")
     args.config = str(CONFIG_DIR / "smoke.yaml") if args.quick else (args.config or str(DEFAULT_CONFIG))
-    rows = parse_list(args.rows, ROWS + DISTILL_ROWS, "--rows")
+    rows = parse_list(args.rows, ROWS + HEAD_ROWS + DISTILL_ROWS, "--rows")
     candidates = [r for r in rows if r in IMBALANCE]
     if BEST in rows and not candidates:
         raise DafslError(f"--rows: {BEST} needs at least one of {', '.join(IMBALANCE)} to choose from")

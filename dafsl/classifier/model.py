@@ -175,6 +175,10 @@ def load_classifier(path: Path, device: torch.device | str = "cpu") -> tuple[nn.
     model = build_classifier(ckpt["backbone"], len(ckpt["classes"]), ckpt.get("stem", "imagenet"))
     if f"{head_name(model)}.centre" in ckpt["model"]:  # classifier.imbalance: ncm
         install_ncm_head(model)
+    elif f"{head_name(model)}.support" in ckpt["model"]:  # classifier.head: a few-shot head
+        from dafsl.fewshot.head import empty_head
+
+        setattr(model, head_name(model), empty_head(ckpt["model"], f"{head_name(model)}."))
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as err:

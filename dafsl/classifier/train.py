@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from dafsl import engine, transfer
-from dafsl.classifier import imbalance, system_eval
+from dafsl.classifier import heads, imbalance, system_eval
 from dafsl.classifier.chain import stage_chain
 from dafsl.classifier.data import (FaceSet, classic_augmentation,
                                    crop_size_of, generated_faces, split_faces)
@@ -231,6 +231,9 @@ def run(ctx) -> StageResult:
         c["imbalance"], model, train_set, len(classes), params=c["imbalance_params"],
         input_size=int(c["input_size"]), batch_size=int(c["batch_size"]), seed=seed,
         epoch_size=c["epoch_size"], log=log.info)
+    # classifier.head: a few-shot head over the training faces' features (classifier/heads.py)
+    head_info.update(heads.finish_head(c["head"], model, train_set, input_size=int(c["input_size"]),
+                                       seed=seed, log=log.info))
     final_ckpt = stage_dir / "classifier_final.pt"
     save_classifier(model, final_ckpt, backbone=c["backbone"], classes=classes,
                     input_size=int(c["input_size"]), crop_size=size, stem=c["stem"])
