@@ -96,6 +96,7 @@ SCHEMA: dict[str, Rule] = {
     "detector.eval_every_steps": COUNT0,       # 0: per-epoch validation only
     "detector.eval_subset": COUNT0,            # 0: every val image
     "detector.train_scenes": COUNT0,           # 0: every Denough scene
+    "detector.test_subset": COUNT0,            # 0: every test image
     "detector.zoo_entry": Choice("detector-shapes", "detector-related"),
     "detector.augment.hflip": UNIT, "detector.augment.colour_jitter": UNIT,
     "zoo.dir": Nullable(Text()),

@@ -360,3 +360,36 @@ def test_report_includes_compare_imbalance(tmp_path):
     result = build_report([root], out)
     assert result["imbalance"] == [] and not (out / "compare_imbalance.png").exists()
     assert "Imbalance comparison" not in (out / "report.md").read_text()
+
+
+def test_verdict_opens_the_report_and_calls_no_difference_within_noise(report):
+    out, result = report
+    v = next(v for v in result["verdicts"] if v["stage"] == "detector")
+    # pretrained's fractions 13.33/40 and 24/44 beat finetune's 21/40 (one seed: no interval,
+    # so finetune is within noise of it); fixed never reaches the target
+    assert v["fastest"] == "pretrained" and v["fastest_noise"] == ["finetune"]
+    assert v["speedup"]["mean"] == pytest.approx((40 / (8 + 0.1 / 0.15 * 8) + 44 / 24) / 2)
+    # best final: pretrained 0.55/0.50 (mean 0.525); with two seeds its t-interval
+    # 0.525 +- 12.706 * 0.0354 / sqrt 2 = +-0.318 overlaps every other mode
+    assert v["best"] == "pretrained" and v["best_score"]["mean"] == pytest.approx(0.525)
+    assert v["best_score"]["hi"] - 0.525 == pytest.approx(12.7062047 * 0.05 / 2 ** 0.5 / 2 ** 0.5, rel=1e-6)
+    assert sorted(v["best_noise"]) == ["finetune", "fixed", "vanilla"]
+    html = (out / "report.html").read_text()
+    body = html[html.index("<body>"):]
+    assert body.index("Verdict: which mode to use") < body.index("<p>")  # before anything else
+    verdict = result["tables"]["verdict"]["rows"][0]
+    assert verdict[0] == "detector" and verdict[1].startswith("pretrained (2/2 seeds)")
+    assert "fixed (s 0.874 [0.861, 0.885])" == verdict[4] and verdict[5] == "best final only"
+    noise = {tuple(r[:2]): r[2:] for r in result["tables"]["noise"]["rows"]}
+    assert noise["detector", "vanilla vs pretrained"][0] == "within noise"
+    assert noise["detector", "vanilla vs finetune"][0] == "one seed: no interval"
+
+
+def test_overlap_rule_on_hand_made_intervals():
+    from dafsl.report.runs import mean_ci, overlap
+
+    a, b = mean_ci([1.0, 1.1, 0.9]), mean_ci([2.0, 2.1, 1.9])  # t(0.975, 2) = 4.303: +-0.248
+    assert a["hi"] == pytest.approx(1.0 + 4.30265273 * 0.1 / 3 ** 0.5, rel=1e-6)
+    assert not overlap(a, b)  # [0.75, 1.25] vs [1.75, 2.25]: a difference
+    assert overlap(a, mean_ci([1.2, 1.3, 1.4]))  # [1.05, 1.55] overlaps
+    assert overlap(a, mean_ci([5.0]))  # one value: no interval, no difference claimed

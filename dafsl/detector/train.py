@@ -11,7 +11,7 @@ import torch
 from dafsl.data import load_split
 from dafsl.detector.data import load_scenes
 from dafsl.detector.model import BODY, as_detector_state, build_detector, freeze_names
-from dafsl.detector.predict import score_split
+from dafsl.detector.predict import score_split, val_subset
 from dafsl.detector.trainer import DetectorTrainer
 from dafsl.engine import fit
 from dafsl.evaluate import write_report
@@ -67,7 +67,8 @@ def run(ctx: StageContext) -> StageResult:
     records = fit(trainer, ctx.run, int(det["epochs"]), mode=mode, resume=ctx.resume,
                   eval_every=int(det["eval_every_steps"]))
 
-    result = score_split(model, test, ctx.device, int(det["eval_batch_size"]))
+    result = score_split(model, val_subset(test, int(det["test_subset"])), ctx.device,
+                         int(det["eval_batch_size"]))
     out_dir = ctx.run.stage_dir("detector")
     write_report(result, out_dir / "test_eval")
     path = out_dir / "detector_final.pt"
