@@ -10,7 +10,7 @@ rest, the same way for the detector, the GAN and the classifier:
 * one ``metrics.jsonl`` record per epoch;
 * with ``eval_every`` > 0 and a trainer that has ``evaluate_quick(step)``, a cheaper
   evaluation (a fixed validation subset) before the first step, every ``eval_every``
-  optimiser steps and at every epoch end, logged as ``"kind": "step_eval"`` records
+  optimiser steps and after the last one, logged as ``"kind": "step_eval"`` records
   (``step``, ``wall_clock_s`` at that point, ``eval_time_s``, the figures); its time is
   kept out of the training clock; :func:`fit` returns the per-epoch records only;
 * an atomic checkpoint every epoch holding the trainer state, the epoch, the
@@ -153,8 +153,8 @@ def fit(trainer: Trainer, run: RunDir, epochs: int, *, mode: str, resume: bool =
         record.update(trainer.end_epoch(epoch) or {})
         epoch_time = time.perf_counter() - t0
         wall += epoch_time
-        if quick.enabled and not quick.due(epoch * len(batches) + n):
-            quick.at(epoch * len(batches) + n, epoch, wall)  # every epoch end too
+        if quick.enabled and epoch == epochs - 1 and not quick.due(epoch * len(batches) + n):
+            quick.at(epoch * len(batches) + n, epoch, wall)  # the trained model's score, last
 
         t1 = time.perf_counter()
         record.update(trainer.evaluate(epoch) or {})

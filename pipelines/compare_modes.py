@@ -6,7 +6,7 @@ Usage:
     python pipelines/compare_modes.py [--stages detector,augmenter,classifier]
         [--modes vanilla,fixed,finetune,pretrained] [--epochs N] [--detector-epochs N]
         [--augmenter-epochs N] [--classifier-epochs N] [--seeds N (3)] [--seed-base S]
-        [--eval-every-steps N (20)]
+        [--eval-every-steps N (25)]
         [--config FILE] [--set KEY=VALUE ...] [--out DIR] [--upstream-mode pretrained]
         [--from RUN_DIR] [--no-auto]
 
@@ -60,7 +60,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{stage}-epochs", type=int, default=None, help=f"epoch budget of the {stage}")
     p.add_argument("--seeds", type=int, default=3,
                    help="repeat every run with N seeds (default 3: mean ± std and 95%% intervals)")
-    p.add_argument("--eval-every-steps", type=int, default=20,
+    p.add_argument("--eval-every-steps", type=int, default=25,
                    help="detector: also evaluate on the val subset every N optimiser steps "
                         "(detector.eval_every_steps; 0: per epoch only; a --set of it wins)")
     p.add_argument("--seed-base", type=int, default=None, help="first seed (default: config seed)")

@@ -255,7 +255,7 @@ def time_to_target_rows(runs: Sequence[StageRun], stage: str) -> list[dict]:
                                for g in groups.values() for r in g)
     rows = []
     for mode, group in groups.items():
-        times, epochs, fractions, speedups, never, targets = [], [], [], [], 0, []
+        times, epochs, fractions, speedups, never, targets, at_start = [], [], [], [], 0, [], 0
         for run in group:
             ref = vanilla.get(run.seed)
             finals = [e[key] for e in score_series(ref, key, steps) if is_number(e.get(key))] if ref else []
@@ -273,9 +273,11 @@ def time_to_target_rows(runs: Sequence[StageRun], stage: str) -> list[dict]:
                 fractions.append(hit["wall_clock_s"] / ref.train_time_s)
                 if hit["wall_clock_s"] > 0:
                     speedups.append(ref.train_time_s / hit["wall_clock_s"])
+                else:  # the evaluation before the first step already reached it
+                    at_start += 1
         rows.append({"stage": stage, "mode": mode, "target": mean_spread(targets),
                      "time_s": mean_spread(times), "epochs": mean_spread(epochs),
                      "fraction_of_vanilla": mean_ci(fractions), "speedup": mean_ci(speedups),
-                     "never": never, "compared": len(targets),
+                     "never": never, "compared": len(targets), "at_start": at_start,
                      "resolution": "step evaluations (val subset)" if steps else "epochs"})
     return rows

@@ -46,6 +46,7 @@ def stage_verdict(runs: Sequence[StageRun], stage: str, ttt: Sequence[dict],
     best_noise = [m for m in finals if m != best and overlap(finals[m], finals[best])] if best else []
     return {"stage": stage, "fastest": fastest, "fastest_noise": fastest_noise,
             "speedup": rows[fastest]["speedup"] if fastest else None,
+            "at_start": rows[fastest].get("at_start", 0) if fastest else 0,
             "fraction": rows[fastest]["fraction_of_vanilla"] if fastest else None,
             "reached": {m: f"{r['compared'] - r['never']}/{r['compared']}" for m, r in rows.items()},
             "best": best, "best_score": finals.get(best), "best_noise": best_noise,
@@ -90,6 +91,9 @@ def verdict_table(runs: Sequence[StageRun], ttt: Sequence[dict], decisions: Sequ
             fastest = f"{v['fastest']} ({v['reached'][v['fastest']]} seeds){noise}"
             speed = (f"{fmt_ci(v['speedup'], 2, unit='×')}; "
                      f"{fmt_ci(v['fraction'], 1, 100, '%')} of vanilla's time")
+            if v["at_start"]:
+                speed += (f"; {v['at_start']} seed(s) at step 0 (before training: × infinite, "
+                          f"left out of the ×)")
         else:
             fastest, speed = "none reaches it in every seed", "-"
         if v["best"]:
