@@ -44,17 +44,17 @@ TRANSFER = ("fixed", "finetune", "pretrained")
 # name -> (source manifest, target manifest, what it tests); dissimilar to near-identical
 PAIRS = {
     "shapes_vs_faces": ("shapes", "synthfaces", "non-face shapes vs faces (far)"),
-    "faces_shifted_nuisance": ("synthfaces_shifted", "synthfaces",
-                               "faces with heavy lighting, blur, noise and JPEG vs faces"),
-    "male_vs_female": ("synthfaces_male", "synthfaces_female", "male faces vs female faces"),
     "faces_other_seeds": ("synthfaces_seeds", "synthfaces",
                           "faces rendered from other seeds and identities vs faces"),
+    "male_vs_female": ("synthfaces_male", "synthfaces_female", "male faces vs female faces"),
+    "faces_shifted_nuisance": ("synthfaces_shifted", "synthfaces",
+                               "faces with heavy lighting, blur, noise and JPEG vs faces"),
     "near_identical": ("synthfaces", "synthfaces", "the target's own training pool (near-identical)"),
     "related": ("synthfaces_related", "synthfaces",
                 "the detector-related default: other seeds, both genders, milder nuisance shift"),
 }
-DEFAULT_PAIRS = ("shapes_vs_faces", "faces_shifted_nuisance", "male_vs_female",
-                 "faces_other_seeds", "near_identical")
+DEFAULT_PAIRS = ("shapes_vs_faces", "faces_other_seeds", "male_vs_female",
+                 "faces_shifted_nuisance", "near_identical")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -67,9 +67,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--seed-base", type=int, default=None)
     p.add_argument("--epochs", type=int, default=2, help="detector epochs per run")
-    p.add_argument("--train-scenes", type=int, default=160, help="detector.train_scenes (0: all)")
-    p.add_argument("--zoo-images", type=int, default=200, help="zoo.detector_images of each source")
-    p.add_argument("--eval-every-steps", type=int, default=5)
+    p.add_argument("--train-scenes", type=int, default=120, help="detector.train_scenes (0: all)")
+    p.add_argument("--zoo-images", type=int, default=160, help="zoo.detector_images of each source")
+    p.add_argument("--eval-every-steps", type=int, default=10)
     p.add_argument("--eval-subset", type=int, default=40)
     p.add_argument("--config", default=str(DEFAULT_CONFIG))
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -126,9 +126,9 @@ def pair_row(name: str, source: str, target: str, what: str, pair_dir: Path, van
         return {**row, "error": "no detector runs"}
     finals = {m: s for m, s in verdict["finals"].items() if m in TRANSFER}
     best = max(finals, key=lambda m: finals[m]["mean"], default=None)
-    from dafsl.report.runs import overlap
+    from dafsl.report.runs import within_noise
 
-    noise = [m for m in finals if m != best and overlap(finals[m], finals[best])] if best else []
+    noise = [m for m in finals if m != best and within_noise(finals[m], finals[best])] if best else []
     auto = decision.get("mode")
     agree = auto is not None and best is not None and (auto == best or auto in noise)
     return {**row, "similarity": decision.get("similarity"),
@@ -238,9 +238,17 @@ def main(argv: list[str] | None = None) -> dict:
         if not ok and "error" not in row:
             row["warning"] = f"some runs failed, see {pdir / 'compare.log'}"
         rows.append(row)
+        write_table(out, rows, seeds, t0, argv, common)  # partial tables survive an interrupted sweep
         print(f"[validate_auto] {name}: similarity {row.get('similarity')}, auto {row.get('auto')}, "
               f"best {row.get('best')}, fastest {row.get('fastest')}, agree {row.get('agree')}; "
               f"{(time.perf_counter() - t0) / 60:.1f} min", flush=True)
+    result, md = write_table(out, rows, seeds, t0, argv, common)
+    print(md)
+    return result
+
+
+def write_table(out: Path, rows: list[dict], seeds: list[int], t0: float, argv, common: list[str]
+                ) -> tuple[dict, str]:
     refit = refit_thresholds([r for r in rows if "error" not in r])
     command = "python pipelines/validate_auto.py " + " ".join(argv if argv is not None else sys.argv[1:])
     md = markdown(rows, refit, seeds, time.perf_counter() - t0, command.strip())
@@ -248,8 +256,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"pairs": rows, "refit": refit, "seeds": seeds, "overrides": common,
               "elapsed_s": time.perf_counter() - t0}
     atomic_write_json(out / "validate_auto.json", result)
-    print(md)
-    return result
+    return result, md
 
 
 if __name__ == "__main__":

@@ -366,14 +366,14 @@ def test_verdict_opens_the_report_and_calls_no_difference_within_noise(report):
     out, result = report
     v = next(v for v in result["verdicts"] if v["stage"] == "detector")
     # pretrained's fractions 13.33/40 and 24/44 beat finetune's 21/40 (one seed: no interval,
-    # so finetune is within noise of it); fixed never reaches the target
-    assert v["fastest"] == "pretrained" and v["fastest_noise"] == ["finetune"]
+    # so that comparison is not tested: neither a difference nor within noise); fixed never reaches
+    assert v["fastest"] == "pretrained" and v["fastest_noise"] == []
     assert v["speedup"]["mean"] == pytest.approx((40 / (8 + 0.1 / 0.15 * 8) + 44 / 24) / 2)
     # best final: pretrained 0.55/0.50 (mean 0.525); with two seeds its t-interval
     # 0.525 +- 12.706 * 0.0354 / sqrt 2 = +-0.318 overlaps every other mode
     assert v["best"] == "pretrained" and v["best_score"]["mean"] == pytest.approx(0.525)
     assert v["best_score"]["hi"] - 0.525 == pytest.approx(12.7062047 * 0.05 / 2 ** 0.5 / 2 ** 0.5, rel=1e-6)
-    assert sorted(v["best_noise"]) == ["finetune", "fixed", "vanilla"]
+    assert sorted(v["best_noise"]) == ["fixed", "vanilla"]  # finetune: one seed, not tested
     html = (out / "report.html").read_text()
     body = html[html.index("<body>"):]
     assert body.index("Verdict: which mode to use") < body.index("<p>")  # before anything else

@@ -205,6 +205,12 @@ def fmt_ci(stat: dict, digits: int = 3, scale: float = 1.0, unit: str = "") -> s
             f"[{stat['lo'] * scale:.{digits}f}, {stat['hi'] * scale:.{digits}f}] (n={stat['n']})")
 
 
+def within_noise(a: dict, b: dict) -> bool:
+    """Both have a 95 % interval (>= 2 values) and the intervals overlap: a comparison that
+    was tested and found no difference (one seed: not tested, False)."""
+    return a.get("lo") is not None and b.get("lo") is not None and overlap(a, b)
+
+
 def overlap(a: dict, b: dict) -> bool:
     """Whether two :func:`mean_spread` intervals overlap (or either has none: fewer than
     two values can show no difference): a difference counts only when this is False."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from dafsl.report.runs import (NOT_MEASURED, STAGES, TARGETS, StageRun, as_number, by_mode, fmt,
-                               fmt_ci, mean_ci, overlap)
+                               fmt_ci, mean_ci, within_noise)
 from dafsl.report.tables import Table
 
 TRANSFER = ("fixed", "finetune", "pretrained")
@@ -38,12 +38,12 @@ def stage_verdict(runs: Sequence[StageRun], stage: str, ttt: Sequence[dict],
     reaching = [m for m in TRANSFER if m in rows and rows[m]["compared"]
                 and rows[m]["never"] == 0]
     fastest = min(reaching, key=lambda m: rows[m]["fraction_of_vanilla"]["mean"], default=None)
-    fastest_noise = [m for m in reaching if m != fastest and overlap(
+    fastest_noise = [m for m in reaching if m != fastest and within_noise(
         rows[m]["fraction_of_vanilla"], rows[fastest]["fraction_of_vanilla"])] if fastest else []
     finals = {m: s for m, s in final_scores(runs, stage).items() if s["n"]}
     sign = 1 if t.higher_is_better else -1
     best = max(finals, key=lambda m: sign * finals[m]["mean"], default=None)
-    best_noise = [m for m in finals if m != best and overlap(finals[m], finals[best])] if best else []
+    best_noise = [m for m in finals if m != best and within_noise(finals[m], finals[best])] if best else []
     return {"stage": stage, "fastest": fastest, "fastest_noise": fastest_noise,
             "speedup": rows[fastest]["speedup"] if fastest else None,
             "at_start": rows[fastest].get("at_start", 0) if fastest else 0,
@@ -112,7 +112,8 @@ def verdict_table(runs: Sequence[StageRun], ttt: Sequence[dict], decisions: Sequ
              "mean ± std [95 % t-interval of the mean] (n seeds).",
              "Best final: the final validation score (last epoch, whole val split). 'Within noise': "
              "modes whose 95 % interval overlaps the named one's; a difference is called one only "
-             "when the intervals do not overlap (one seed: no interval, nothing is a difference).",
+             "when the intervals do not overlap. With one seed there is no interval: nothing is "
+             "tested, so neither a difference nor 'within noise' is claimed.",
              "auto agrees: 'yes' when its mode is the fastest and the best (or within noise of them)."]
     return Table("Verdict: which mode to use, per stage",
                  ["stage", "fastest to vanilla's final score", "× faster [95 % interval]",
@@ -138,7 +139,7 @@ def noise_table(runs: Sequence[StageRun], ttt: Sequence[dict]) -> Table:
                     elif stats[a].get("lo") is None or stats[b].get("lo") is None:
                         cells.append("one seed: no interval")
                     else:
-                        cells.append("within noise" if overlap(stats[a], stats[b]) else
+                        cells.append("within noise" if within_noise(stats[a], stats[b]) else
                                      f"difference ({a if stats[a]['mean'] > stats[b]['mean'] else b} higher)")
                 rows.append([stage, f"{a} vs {b}", *cells])
     if not rows:
