@@ -189,7 +189,8 @@ def markdown(rows: list[dict], refit: dict, seeds: list[int], elapsed: float, co
         sim = f"{r['similarity']:.3f}" + (f" [{iv[0]:.3f}, {iv[1]:.3f}]" if iv else "")
         auto = r["auto"] + (" (undecided)" if r["undecided"] else "")
         fast = "none" if not r["fastest"] else (
-            f"{r['fastest']} ({r['speedup']['mean']:.2f}×)" if r["speedup"] and r["speedup"]["n"] else r["fastest"])
+            f"{r['fastest']} ({r['speedup']['mean']:.2f}×)" if r["speedup"] and r["speedup"]["n"]
+            else f"{r['fastest']} (at step 0, before training)")
         best = f"{r['best']} ({r['finals'][r['best']]['mean'] * 100:.1f})" + (
             f"; within noise: {', '.join(r['best_noise'])}" if r["best_noise"] else "")
         finals = " / ".join(f"{r['finals'][m]['mean'] * 100:.1f}" if m in r["finals"] else "-"
