@@ -98,10 +98,16 @@ SCHEMA: dict[str, Rule] = {
     "detector.lr_schedule": Choice(*LR_SCHEDULES),
     "detector.grad_clip": NON_NEGATIVE,        # 0: off
     "detector.num_threads": COUNT0,
+    "detector.eval_every_steps": COUNT0,       # 0: per-epoch validation only
+    "detector.eval_subset": COUNT0,            # 0: every val image
+    "detector.train_scenes": COUNT0,           # 0: every Denough scene
+    "detector.test_subset": COUNT0,            # 0: every test image
+    "detector.zoo_entry": Choice("detector-shapes", "detector-related"),
     "detector.augment.hflip": UNIT, "detector.augment.colour_jitter": UNIT,
     "zoo.dir": Nullable(Text()),
     "zoo.detector_epochs": COUNT, "zoo.detector_images": COUNT,
     "zoo.detector_lr": POSITIVE,
+    "zoo.detector_related_manifest": Text(),
     "augmenter.shots": COUNT0,                 # 0: every Dlack face
     "augmenter.resolution": PowerOfTwo(8),
     "augmenter.channels": ListOf(COUNT),

@@ -8,6 +8,11 @@ rest, the same way for the detector, the GAN and the classifier:
 * per-epoch timing: ``epoch_time_s`` counts training only, evaluation is logged as
   ``eval_time_s``, and ``wall_clock_s`` is the cumulative training time of the stage;
 * one ``metrics.jsonl`` record per epoch;
+* with ``eval_every`` > 0 and a trainer that has ``evaluate_quick(step)``, a cheaper
+  evaluation (a fixed validation subset) before the first step, every ``eval_every``
+  optimiser steps and after the last one, logged as ``"kind": "step_eval"`` records
+  (``step``, ``wall_clock_s`` at that point, ``eval_time_s``, the figures); its time is
+  kept out of the training clock; :func:`fit` returns the per-epoch records only;
 * an atomic checkpoint every epoch holding the trainer state, the epoch, the
   cumulative time and the global RNG states, so ``--resume`` continues exactly.
 """
@@ -81,7 +86,7 @@ def peak_rss_mb() -> float:
 
 
 def fit(trainer: Trainer, run: RunDir, epochs: int, *, mode: str, resume: bool = False,
-        extra: dict | None = None) -> list[dict]:
+        extra: dict | None = None, eval_every: int = 0) -> list[dict]:
     """Train ``trainer`` for ``epochs`` epochs, logging to and checkpointing in ``run``.
 
     ``run.keep`` (``checkpoints.keep``) > 0 also keeps ``<stage>_epochN.pt`` for the last
@@ -112,6 +117,9 @@ def fit(trainer: Trainer, run: RunDir, epochs: int, *, mode: str, resume: bool =
         ckpt_path = run.checkpoint_path(stage)
     else:
         run.truncate_metrics(stage, -1)
+    quick = StepEvals(trainer, run, stage, mode, eval_every)
+    if start == 0:
+        quick.at(0, 0, 0.0)  # before the first step: where each mode starts from
 
     for epoch in range(start, epochs):
         if world > 1:
@@ -132,6 +140,8 @@ def fit(trainer: Trainer, run: RunDir, epochs: int, *, mode: str, resume: bool =
                 losses = dist.mean_over_ranks(losses)
             meter.add(n, losses)
             n += 1
+            if quick.due(epoch * len(batches) + n):
+                t0 += quick.at(epoch * len(batches) + n, epoch, wall + time.perf_counter() - t0)
             if n % 5 == 0 or n == len(batches):
                 meter.flush()
                 bar.set_postfix({k: f"{v / n:.3f}" for k, v in list(meter.sums.items())[:3]}
@@ -143,6 +153,8 @@ def fit(trainer: Trainer, run: RunDir, epochs: int, *, mode: str, resume: bool =
         record.update(trainer.end_epoch(epoch) or {})
         epoch_time = time.perf_counter() - t0
         wall += epoch_time
+        if quick.enabled and epoch == epochs - 1 and not quick.due(epoch * len(batches) + n):
+            quick.at(epoch * len(batches) + n, epoch, wall)  # the trained model's score, last
 
         t1 = time.perf_counter()
         record.update(trainer.evaluate(epoch) or {})
@@ -166,7 +178,38 @@ def fit(trainer: Trainer, run: RunDir, epochs: int, *, mode: str, resume: bool =
                                                                     "peak_rss_mb", "wall_clock_s"))
             log.info(f"epoch {epoch + 1}/{epochs} {epoch_time:.1f}s "
                        f"(eval {eval_time:.1f}s, rss {record['peak_rss_mb']:.0f}M) {figs}")
-    return run.read_metrics(stage)
+    return [r for r in run.read_metrics(stage) if r.get("kind") != STEP_EVAL]
+
+
+STEP_EVAL = "step_eval"
+
+
+class StepEvals:
+    """The step-cadence evaluations of one :func:`fit` (``eval_every`` steps; 0: off).
+    :meth:`at` evaluates, logs a ``step_eval`` record and returns the seconds it took, which
+    the caller adds to its epoch start so that the training clock excludes them."""
+
+    def __init__(self, trainer, run: RunDir, stage: str, mode: str, every: int):
+        self.trainer, self.run, self.stage, self.mode = trainer, run, stage, mode
+        self.every = int(every)
+        self.enabled = self.every > 0 and hasattr(trainer, "evaluate_quick")
+        if self.every > 0 and not self.enabled:
+            get_logger(stage.split("_")[0]).warning(
+                f"{stage}: eval_every_steps {every} ignored (this stage has no step evaluation)")
+
+    def due(self, step: int) -> bool:
+        return self.enabled and step % self.every == 0
+
+    def at(self, step: int, epoch: int, wall: float) -> float:
+        if not self.enabled:
+            return 0.0
+        t = time.perf_counter()
+        figures = self.trainer.evaluate_quick(step) or {}
+        spent = time.perf_counter() - t
+        self.run.log({"stage": self.stage, "mode": self.mode, "kind": STEP_EVAL, "epoch": epoch,
+                      "step": step, "epoch_time_s": 0.0, "wall_clock_s": wall,
+                      "eval_time_s": spent, **figures})
+        return spent
 
 
 class LossMeter:

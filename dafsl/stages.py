@@ -71,8 +71,9 @@ class Stage:
 
 STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("detector", "dafsl.detector.train:run",
-          zoo={"detector-shapes": "dafsl.detector.zoo:build_entry"},
-          source_entry=lambda cfg: "detector-shapes", needs_source=_zoo_source(None),
+          zoo={"detector-shapes": "dafsl.detector.zoo:build_entry",
+               "detector-related": "dafsl.detector.zoo_related:build_related"},
+          source_entry=lambda cfg: cfg["detector"]["zoo_entry"], needs_source=_zoo_source(None),
           targets="denough", outputs=("checkpoint",),
           description="BDRP Faster R-CNN face detector, trained on the Denough scenes"),
     Stage("augmenter", "dafsl.augmenter.train:run",

@@ -84,14 +84,26 @@ def report(tmp_path_factory):
 def test_time_to_target_on_a_hand_made_curve():
     recs = [{"epoch": e, "wall_clock_s": 10.0 * (e + 1), "map50": m}
             for e, m in enumerate([0.1, 0.35, 0.3, 0.5, 0.6])]
-    assert time_to_target(recs, "map50", 0.35, True) == {"epoch": 1, "wall_clock_s": 20.0, "value": 0.35}
-    assert time_to_target(recs, "map50", 0.45, True)["wall_clock_s"] == 40.0
+    # 0.35 is reached exactly at 20 s: the interpolation between (10, 0.1) and (20, 0.35) ends there
+    assert time_to_target(recs, "map50", 0.35, True) == {"epoch": 1, "wall_clock_s": 20.0, "value": 0.35,
+                                                         "bracket": [10.0, 20.0]}
+    # 0.45: first crossed between (30 s, 0.30) and (40 s, 0.50): 30 + 0.15 / 0.20 * 10 = 37.5
+    hit = time_to_target(recs, "map50", 0.45, True)
+    assert hit["wall_clock_s"] == pytest.approx(37.5) and hit["bracket"] == [30.0, 40.0]
     assert time_to_target(recs[::-1], "map50", 0.45, True)["epoch"] == 3  # order by epoch
     assert time_to_target(recs, "map50", 0.61, True) is None  # never
+    first = time_to_target(recs, "map50", 0.05, True)  # the first evaluation: nothing before it
+    assert first["wall_clock_s"] == 10.0 and first["upper_bound"]
     kid = [{"epoch": 0, "wall_clock_s": 5.0}, {"epoch": 1, "wall_clock_s": 10.0, "kid": 0.3},
            {"epoch": 2, "wall_clock_s": 15.0}, {"epoch": 3, "wall_clock_s": 20.0, "kid": 0.1}]
-    assert time_to_target(kid, "kid", 0.2, False)["wall_clock_s"] == 20.0  # lower is better
+    # lower is better: 0.3 at 10 s -> 0.1 at 20 s crosses 0.2 half-way, at 15 s
+    assert time_to_target(kid, "kid", 0.2, False)["wall_clock_s"] == pytest.approx(15.0)
     assert time_to_target(kid, "kid", 0.05, False) is None
+    # step evaluations are ordered by step, not epoch
+    steps = [{"epoch": 0, "step": s, "wall_clock_s": float(s), "map50": m}
+             for s, m in [(20, 0.5), (0, 0.0), (10, 0.2)]]
+    hit = time_to_target(steps, "map50", 0.35, True)
+    assert hit["wall_clock_s"] == pytest.approx(15.0) and hit["step"] == 20 and hit["bracket"] == [10.0, 20.0]
 
 
 def test_mean_and_spread():
@@ -133,12 +145,22 @@ def test_table3_and_table4(report):
 def test_time_to_target_table(report):
     out, result = report
     rows = {(r["stage"], r["mode"]): r for r in result["time_to_target"]}
-    pre = rows["detector", "pretrained"]  # seed 0: 0.45 >= 0.40 at 16 s; seed 1: 0.46 >= 0.44 at 27 s
-    assert pre["time_s"]["mean"] == pytest.approx(21.5) and pre["never"] == 0
-    assert pre["fraction_of_vanilla"]["mean"] == pytest.approx((16 / 40 + 27 / 44) / 2)
+    # seed 0: target 0.40 crossed between (8 s, 0.30) and (16 s, 0.45): 8 + 0.10 / 0.15 * 8;
+    # seed 1: target 0.44 between (18 s, 0.40) and (27 s, 0.46): 18 + 0.04 / 0.06 * 9 = 24
+    t0, t1 = 8 + 0.10 / 0.15 * 8, 18 + 0.04 / 0.06 * 9
+    pre = rows["detector", "pretrained"]
+    assert pre["time_s"]["mean"] == pytest.approx((t0 + t1) / 2) and pre["never"] == 0
+    assert pre["fraction_of_vanilla"]["mean"] == pytest.approx((t0 / 40 + t1 / 44) / 2)
+    assert pre["speedup"]["mean"] == pytest.approx((40 / t0 + 44 / t1) / 2)
+    # 95 % t-interval of two values: mean +- t(0.975, 1) * std / sqrt(2), t = 12.706
+    fr = [t0 / 40, t1 / 44]
+    half = 12.7062047 * abs(fr[0] - fr[1]) / 2 ** 0.5 / 2 ** 0.5
+    assert pre["fraction_of_vanilla"]["hi"] - pre["fraction_of_vanilla"]["mean"] == pytest.approx(half, rel=1e-6)
     assert rows["detector", "fixed"]["never"] == 2
+    # finetune seed 0: 0.40 at 21 s exactly (0.30 at 14 s before it)
     assert rows["detector", "finetune"]["time_s"]["mean"] == pytest.approx(21.0)
-    assert rows["augmenter", "pretrained"]["time_s"]["mean"] == pytest.approx(8.0)  # kid 0.15 <= 0.20
+    # the pretrained GAN's first KID (0.15 at 8 s) already beats 0.20: nothing to interpolate from
+    assert rows["augmenter", "pretrained"]["time_s"]["mean"] == pytest.approx(8.0)
     md = (out / "time_to_target.md").read_text()
     fixed = next(l for l in md.splitlines() if l.startswith("| detector | fixed"))
     assert "| never | never | never | 0/2 |" in fixed
@@ -338,3 +360,36 @@ def test_report_includes_compare_imbalance(tmp_path):
     result = build_report([root], out)
     assert result["imbalance"] == [] and not (out / "compare_imbalance.png").exists()
     assert "Imbalance comparison" not in (out / "report.md").read_text()
+
+
+def test_verdict_opens_the_report_and_calls_no_difference_within_noise(report):
+    out, result = report
+    v = next(v for v in result["verdicts"] if v["stage"] == "detector")
+    # pretrained's fractions 13.33/40 and 24/44 beat finetune's 21/40 (one seed: no interval,
+    # so that comparison is not tested: neither a difference nor within noise); fixed never reaches
+    assert v["fastest"] == "pretrained" and v["fastest_noise"] == []
+    assert v["speedup"]["mean"] == pytest.approx((40 / (8 + 0.1 / 0.15 * 8) + 44 / 24) / 2)
+    # best final: pretrained 0.55/0.50 (mean 0.525); with two seeds its t-interval
+    # 0.525 +- 12.706 * 0.0354 / sqrt 2 = +-0.318 overlaps every other mode
+    assert v["best"] == "pretrained" and v["best_score"]["mean"] == pytest.approx(0.525)
+    assert v["best_score"]["hi"] - 0.525 == pytest.approx(12.7062047 * 0.05 / 2 ** 0.5 / 2 ** 0.5, rel=1e-6)
+    assert sorted(v["best_noise"]) == ["fixed", "vanilla"]  # finetune: one seed, not tested
+    html = (out / "report.html").read_text()
+    body = html[html.index("<body>"):]
+    assert body.index("Verdict: which mode to use") < body.index("<p>")  # before anything else
+    verdict = result["tables"]["verdict"]["rows"][0]
+    assert verdict[0] == "detector" and verdict[1].startswith("pretrained (2/2 seeds)")
+    assert "fixed (s 0.874 [0.861, 0.885])" == verdict[4] and verdict[5] == "best final only"
+    noise = {tuple(r[:2]): r[2:] for r in result["tables"]["noise"]["rows"]}
+    assert noise["detector", "vanilla vs pretrained"][0] == "within noise"
+    assert noise["detector", "vanilla vs finetune"][0] == "one seed: no interval"
+
+
+def test_overlap_rule_on_hand_made_intervals():
+    from dafsl.report.runs import mean_ci, overlap
+
+    a, b = mean_ci([1.0, 1.1, 0.9]), mean_ci([2.0, 2.1, 1.9])  # t(0.975, 2) = 4.303: +-0.248
+    assert a["hi"] == pytest.approx(1.0 + 4.30265273 * 0.1 / 3 ** 0.5, rel=1e-6)
+    assert not overlap(a, b)  # [0.75, 1.25] vs [1.75, 2.25]: a difference
+    assert overlap(a, mean_ci([1.2, 1.3, 1.4]))  # [1.05, 1.55] overlaps
+    assert overlap(a, mean_ci([5.0]))  # one value: no interval, no difference claimed

@@ -1,6 +1,8 @@
 """Running a trained detector: face boxes for other stages, COCO results for scoring."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 from torch import nn
@@ -65,3 +67,16 @@ def score_split(model: nn.Module, split: Split, device: torch.device | str = "cp
     the full :func:`dafsl.evaluate.evaluate_detections` result."""
     return evaluate_detections(split.coco, predict_coco(model, split, device, batch_size, images),
                                iou_threshold=0.5, with_coco=with_coco)
+
+
+def val_subset(split: Split, n: int) -> Split:
+    """``n`` evenly spaced images of ``split`` (in id order) with their annotations, as a
+    :class:`Split` over the same image folder; ``n`` 0 or >= the split's size: ``split``.
+    The same split and ``n`` always give the same subset."""
+    ids = split.image_ids
+    if n <= 0 or n >= len(ids):
+        return split
+    keep = {ids[i] for i in np.linspace(0, len(ids) - 1, num=n).round().astype(int)}
+    coco = {**split.coco, "images": [im for im in split.coco["images"] if im["id"] in keep],
+            "annotations": [a for a in split.coco["annotations"] if a["image_id"] in keep]}
+    return dataclasses.replace(split, coco=coco)

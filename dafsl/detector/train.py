@@ -11,7 +11,7 @@ import torch
 from dafsl.data import load_split
 from dafsl.detector.data import load_scenes
 from dafsl.detector.model import BODY, as_detector_state, build_detector, freeze_names
-from dafsl.detector.predict import score_split
+from dafsl.detector.predict import score_split, val_subset
 from dafsl.detector.trainer import DetectorTrainer
 from dafsl.engine import fit
 from dafsl.evaluate import write_report
@@ -21,7 +21,7 @@ from dafsl.runs import save_checkpoint, seed_everything
 from dafsl.stages import StageContext, StageResult
 from dafsl.transfer import apply_mode, resolve_source
 
-ZOO_ENTRY = "detector-shapes"
+ZOO_ENTRY = "detector-shapes"  # the default of detector.zoo_entry
 log = get_logger("detector")
 
 
@@ -36,7 +36,7 @@ def build_for_mode(cfg: dict, mode: str):
     det = cfg["detector"]
     source, meta = None, {"source": None}
     if mode != "vanilla":
-        source, meta = resolve_source(cfg, ZOO_ENTRY, arch=str(det["backbone"]))
+        source, meta = resolve_source(cfg, det["zoo_entry"], arch=str(det["backbone"]))
         source = as_detector_state(source)
     torch.manual_seed(int(cfg["seed"]))  # same init in every mode
     model = build_detector(det)
@@ -54,7 +54,8 @@ def run(ctx: StageContext) -> StageResult:
     cache = cfg["data"]["cache_dir"]
     train, val, test = (load_split(manifest, s, cache) for s in ("train", "val", "test"))
     dlack = set(ctx.split_info["dlack"])
-    scenes, left_out = load_scenes(train, exclude_classes=dlack)
+    scenes, left_out = load_scenes(train, exclude_classes=dlack,
+                                   limit=int(det["train_scenes"]) or None)
     log.info(f"{train.label}: training on {len(scenes)} Denough scenes; left out {left_out} "
              f"scene(s) holding a Dlack-class face ({', '.join(sorted(dlack)) or 'none'})")
 
@@ -63,9 +64,11 @@ def run(ctx: StageContext) -> StageResult:
     trainer = DetectorTrainer(model, scenes, det_cfg=det, mode=mode, transfer_cfg=cfg["transfer"],
                               seed=int(cfg["seed"]), device=ctx.device,
                               epochs=int(det["epochs"]), val=val)
-    records = fit(trainer, ctx.run, int(det["epochs"]), mode=mode, resume=ctx.resume)
+    records = fit(trainer, ctx.run, int(det["epochs"]), mode=mode, resume=ctx.resume,
+                  eval_every=int(det["eval_every_steps"]))
 
-    result = score_split(model, test, ctx.device, int(det["eval_batch_size"]))
+    result = score_split(model, val_subset(test, int(det["test_subset"])), ctx.device,
+                         int(det["eval_batch_size"]))
     out_dir = ctx.run.stage_dir("detector")
     write_report(result, out_dir / "test_eval")
     path = out_dir / "detector_final.pt"

@@ -8,7 +8,7 @@ from torch import nn
 from dafsl import dist
 from dafsl.data import Split
 from dafsl.detector.data import EpochBatches, Scene, build_augment
-from dafsl.detector.predict import score_split
+from dafsl.detector.predict import score_split, val_subset
 from dafsl.engine import SingleModelState
 from dafsl.transfer import build_scheduler, cosine_decay
 
@@ -44,6 +44,8 @@ class DetectorTrainer(SingleModelState):
         self.grad_clip = float(det_cfg["grad_clip"])
         self._val_images = ({i: val.load_image(i) for i in val.image_ids}
                             if val is not None else None)
+        self._quick = (val_subset(val, int(det_cfg.get("eval_subset", 0)))
+                       if val is not None else None)
 
     def batches(self, epoch: int) -> EpochBatches:
         return EpochBatches(self.scenes, self.batch_size, self.seed, epoch, self.augment)
@@ -75,3 +77,12 @@ class DetectorTrainer(SingleModelState):
         result = score_split(self.model, self.val, self.device,
                              int(self.cfg["eval_batch_size"]), self._val_images)
         return {"map50": result["map50"], "ap50_coco": result["ap50_coco"]}
+
+    def evaluate_quick(self, step: int) -> dict[str, float]:
+        """mAP@0.5 on the fixed val subset (``detector.eval_subset`` images), for the
+        engine's step-cadence evaluations (``detector.eval_every_steps``)."""
+        if self._quick is None:
+            return {}
+        result = score_split(self.model, self._quick, self.device,
+                             int(self.cfg["eval_batch_size"]), self._val_images, with_coco=False)
+        return {"map50": result["map50"], "eval_images": len(self._quick.image_ids)}

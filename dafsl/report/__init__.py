@@ -32,6 +32,7 @@ from dafsl.report.runs import (MODES, NOT_MEASURED, STAGES, TARGETS, StageRun, b
                                find_run_dirs, fmt, mean_spread, time_to_target)
 from dafsl.report.tables import (auto_table, classifier_table, table2, table3, table4,
                                  time_to_target_table)
+from dafsl.report.verdict import noise_table, verdict_table
 from dafsl.runs import atomic_write_json
 
 __all__ = ["build_report", "collect", "find_run_dirs", "main", "time_to_target"]
@@ -143,19 +144,23 @@ def build_report(paths: Sequence[str | Path], out_dir: str | Path,
               "classifier": classifier_table(runs)}
     tables["time_to_target"], ttt = time_to_target_table(runs)
     tables["auto"] = auto_table(decisions)
+    tables["verdict"], verdicts = verdict_table(runs, ttt, decisions)
+    tables["noise"] = noise_table(runs, ttt)
     for name, table in tables.items():
-        if name in ("table2", "table3", "table4", "time_to_target"):
+        if name in ("table2", "table3", "table4", "time_to_target", "verdict"):
             (out / f"{name}.md").write_text(table.markdown(), encoding="utf-8")
     figs, gallery, checks = _figure_list(out, runs), _gallery(runs), _checks(runs, ttt)
     seeds = sorted({r.seed for r in runs if r.seed is not None})
     intro = [f"{len(runs)} stage trainings from {len(run_dirs)} run directories; seeds "
              f"{', '.join(map(str, seeds)) or 'unknown'}; rebuilt by `python -m dafsl.report`."]
 
-    md = [f"# {title}", "", *intro, ""] + [f"- {c}" for c in checks] + [""]
-    body = [f"<h1>{html.escape(title)}</h1>", *(f"<p>{html.escape(t)}</p>" for t in intro),
+    # the verdict opens the report: the answer first, the evidence below it
+    md = [f"# {title}", "", tables["verdict"].markdown(), *intro, ""] + [f"- {c}" for c in checks] + [""]
+    body = [f"<h1>{html.escape(title)}</h1>", tables["verdict"].html(),
+            *(f"<p>{html.escape(t)}</p>" for t in intro),
             "<ul>" + "".join(f"<li>{html.escape(c)}</li>" for c in checks) + "</ul>"]
     order = [("table2", 0), ("fig", 0), ("table3", 0), ("fig", 1), ("table4", 0),
-             ("time_to_target", 0), ("fig", 2), ("classifier", 0), ("fig", 3), ("auto", 0)]
+             ("time_to_target", 0), ("noise", 0), ("fig", 2), ("classifier", 0), ("fig", 3), ("auto", 0)]
     for name, i in order:
         if name != "fig":
             md.append(tables[name].markdown())
@@ -189,7 +194,7 @@ def build_report(paths: Sequence[str | Path], out_dir: str | Path,
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>\n", encoding="utf-8")
     result = {"run_dirs": [str(d) for d in run_dirs], "checks": checks, "time_to_target": ttt,
-              "auto": decisions, "figures": [str(p) for _, p, _ in figs if p is not None],
+              "auto": decisions, "verdicts": verdicts, "figures": [str(p) for _, p, _ in figs if p is not None],
               "gallery": [str(p) for _, p in gallery], "imbalance": imbalance,
               "tables": {k: {"header": t.header, "rows": t.rows} for k, t in tables.items()}}
     atomic_write_json(out / "report.json", result)

@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 import yaml
 
+from dafsl.engine import STEP_EVAL
 from dafsl.errors import DafslError
 from dafsl.runs import read_metrics
 from dafsl.stages import CONCRETE_MODES as MODES
@@ -57,6 +58,7 @@ class StageRun:
     records: list[dict]
     summary: dict
     images: list[Path] = field(default_factory=list)
+    step_evals: list[dict] = field(default_factory=list)  # "kind": "step_eval" records, by step
 
     def final(self, key: str) -> float | None:
         """Last logged value of ``key`` (None when never logged)."""
@@ -123,11 +125,13 @@ def collect(run_dirs: Sequence[Path]) -> tuple[list[StageRun], list[dict]]:
             s_sum = summary.get(stage) if isinstance(summary.get(stage), dict) else {}
             if isinstance(s_sum.get("auto"), dict):
                 decisions.append({"stage": stage, **s_sum["auto"]})
-            recs = sorted((r for r in records if r.get("stage") == stage), key=lambda r: r["epoch"])
+            mine = [r for r in records if r.get("stage") == stage]
+            recs = sorted((r for r in mine if r.get("kind") != STEP_EVAL), key=lambda r: r["epoch"])
             if not recs:
                 continue
+            steps = sorted((r for r in mine if r.get("kind") == STEP_EVAL), key=lambda r: r["step"])
             mode = recs[-1].get("mode", s_sum.get("mode", "?"))
-            runs.append(StageRun(rd, stage, mode, seed, recs, s_sum, _stage_images(rd / stage)))
+            runs.append(StageRun(rd, stage, mode, seed, recs, s_sum, _stage_images(rd / stage), steps))
     return runs, decisions
 
 
@@ -136,13 +140,39 @@ def collect(run_dirs: Sequence[Path]) -> tuple[list[StageRun], list[dict]]:
 
 def time_to_target(records: Sequence[dict], key: str, target: float, higher_is_better: bool
                    ) -> dict | None:
-    """First record whose ``key`` reaches ``target`` (>= when higher is better, else <=):
-    {"epoch", "wall_clock_s", "value"}; None ("never") when no record does."""
-    for r in sorted(records, key=lambda r: r["epoch"]):
+    """When ``key`` first reaches ``target`` (>= when higher is better, else <=), linearly
+    interpolated in training time between the two evaluations that bracket the crossing:
+    {"epoch", "wall_clock_s", "value", "bracket": [t_before, t_at]} (``epoch`` and
+    ``value`` of the evaluation that reached it; ``step`` too for step evaluations).
+    None ("never") when no evaluation reaches it. When the first evaluation already
+    reaches it there is nothing to interpolate from: its time is returned (an upper
+    bound, ``"upper_bound": True``). Records are ordered by ``step``, else ``epoch``."""
+    order = (lambda r: r["step"]) if all("step" in r for r in records) else (lambda r: r["epoch"])
+    prev = None
+    for r in sorted(records, key=order):
         v = r.get(key)
-        if is_number(v) and (v >= target if higher_is_better else v <= target):
-            return {"epoch": int(r["epoch"]), "wall_clock_s": float(r["wall_clock_s"]), "value": float(v)}
+        if not is_number(v):
+            continue
+        t = float(r["wall_clock_s"])
+        if v >= target if higher_is_better else v <= target:
+            hit = {"epoch": int(r["epoch"]), "wall_clock_s": t, "value": float(v), "bracket": [t, t]}
+            if "step" in r:
+                hit["step"] = int(r["step"])
+            if prev is None:
+                hit["upper_bound"] = True
+            elif prev[1] != v:
+                t0, v0 = prev
+                hit["wall_clock_s"] = t0 + (target - v0) / (v - v0) * (t - t0)
+                hit["bracket"] = [t0, t]
+            return hit
+        prev = (t, float(v))
     return None
+
+
+def score_series(run: StageRun, key: str, steps: bool) -> list[dict]:
+    """The evaluations time to target reads: the step evaluations (a fixed val subset)
+    when ``steps``, else the per-epoch records."""
+    return run.step_evals if steps else run.records
 
 
 def mean_spread(values: Sequence[float | None]) -> dict:
@@ -153,6 +183,40 @@ def mean_spread(values: Sequence[float | None]) -> dict:
     return {"n": int(xs.size), "mean": float(xs.mean()),
             "std": float(xs.std(ddof=1)) if xs.size > 1 else 0.0,
             "min": float(xs.min()), "max": float(xs.max())}
+
+
+def mean_ci(values: Sequence[float | None], confidence: float = 0.95) -> dict:
+    """:func:`mean_spread` plus the ``confidence`` interval of the mean from the
+    t-distribution with n - 1 degrees of freedom (``lo``, ``hi``; None for n < 2)."""
+    out = {**mean_spread(values), "lo": None, "hi": None}
+    if out["n"] > 1:
+        from scipy import stats
+
+        half = float(stats.t.ppf(0.5 + confidence / 2, out["n"] - 1)) * out["std"] / math.sqrt(out["n"])
+        out["lo"], out["hi"] = out["mean"] - half, out["mean"] + half
+    return out
+
+
+def fmt_ci(stat: dict, digits: int = 3, scale: float = 1.0, unit: str = "") -> str:
+    """``mean ± std [lo, hi] (n=k)``: :func:`fmt` with the 95 % interval of the mean."""
+    if not stat["n"] or stat.get("lo") is None:
+        return fmt(stat, digits, scale, unit)
+    return (f"{stat['mean'] * scale:.{digits}f} ± {stat['std'] * scale:.{digits}f}{unit} "
+            f"[{stat['lo'] * scale:.{digits}f}, {stat['hi'] * scale:.{digits}f}] (n={stat['n']})")
+
+
+def within_noise(a: dict, b: dict) -> bool:
+    """Both have a 95 % interval (>= 2 values) and the intervals overlap: a comparison that
+    was tested and found no difference (one seed: not tested, False)."""
+    return a.get("lo") is not None and b.get("lo") is not None and overlap(a, b)
+
+
+def overlap(a: dict, b: dict) -> bool:
+    """Whether two :func:`mean_spread` intervals overlap (or either has none: fewer than
+    two values can show no difference): a difference counts only when this is False."""
+    if not a["n"] or not b["n"] or a.get("lo") is None or b.get("lo") is None:
+        return True
+    return a["lo"] <= b["hi"] and b["lo"] <= a["hi"]
 
 
 def fmt(stat: dict | float | None, digits: int = 3, scale: float = 1.0, unit: str = "") -> str:
@@ -192,16 +256,20 @@ def time_to_target_rows(runs: Sequence[StageRun], stage: str) -> list[dict]:
     groups = by_mode(runs, stage)
     key = t.key_in([r for g in groups.values() for r in g])
     vanilla = {r.seed: r for r in groups.get("vanilla", [])}
+    # step evaluations when every run logged them (same subset in every mode), else epochs
+    steps = bool(runs) and all(any(is_number(e.get(key)) for e in r.step_evals)
+                               for g in groups.values() for r in g)
     rows = []
     for mode, group in groups.items():
-        times, epochs, fractions, never, targets = [], [], [], 0, []
+        times, epochs, fractions, speedups, never, targets, at_start = [], [], [], [], 0, [], 0
         for run in group:
             ref = vanilla.get(run.seed)
-            target = ref.final(key) if ref else None
-            if target is None:
+            finals = [e[key] for e in score_series(ref, key, steps) if is_number(e.get(key))] if ref else []
+            if not finals:
                 continue
+            target = finals[-1]
             targets.append(target)
-            hit = time_to_target(run.records, key, target, t.higher_is_better)
+            hit = time_to_target(score_series(run, key, steps), key, target, t.higher_is_better)
             if hit is None:
                 never += 1
                 continue
@@ -209,8 +277,13 @@ def time_to_target_rows(runs: Sequence[StageRun], stage: str) -> list[dict]:
             epochs.append(hit["epoch"] + 1)
             if ref.train_time_s:
                 fractions.append(hit["wall_clock_s"] / ref.train_time_s)
+                if hit["wall_clock_s"] > 0:
+                    speedups.append(ref.train_time_s / hit["wall_clock_s"])
+                else:  # the evaluation before the first step already reached it
+                    at_start += 1
         rows.append({"stage": stage, "mode": mode, "target": mean_spread(targets),
                      "time_s": mean_spread(times), "epochs": mean_spread(epochs),
-                     "fraction_of_vanilla": mean_spread(fractions), "never": never,
-                     "compared": len(targets)})
+                     "fraction_of_vanilla": mean_ci(fractions), "speedup": mean_ci(speedups),
+                     "never": never, "compared": len(targets), "at_start": at_start,
+                     "resolution": "step evaluations (val subset)" if steps else "epochs"})
     return rows
