@@ -55,7 +55,6 @@ def test_without_evaluate_quick_or_cadence_nothing_is_logged(tmp_path):
         assert STEP_EVAL not in (tmp_path / d / "metrics.jsonl").read_text()
 
 
-@pytest.mark.slow
 def test_smoke_time_to_target_lies_between_the_bracketing_evaluations(tmp_path):
     for mode in ("vanilla", "pretrained"):
         pipeline_main(["--stage", "detector", "--kd", mode, "--config", SMOKE, "--quiet",
