@@ -10,6 +10,8 @@ and a classifier head can run on a trained backbone's features.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -27,7 +29,7 @@ def check_labels(labels: Tensor) -> int:
     return way
 
 
-class FewShotClassifier(nn.Module):
+class FewShotClassifier(nn.Module, ABC):
     """A backbone (images (N, C, S, S) -> features (N, D)) plus a rule that scores
     queries against a stored support set."""
 
@@ -54,9 +56,9 @@ class FewShotClassifier(nn.Module):
         distribution the self-distillation matches."""
         return self.logits(self.compute_features(query))
 
+    @abstractmethod
     def logits(self, query_features: Tensor) -> Tensor:
         """Logits (Q, way) of query features (Q, D) against the stored support set."""
-        raise NotImplementedError
 
     def label_loss(self, logits: Tensor, query_features: Tensor, query_labels: Tensor) -> Tensor:
         """The method's own training loss on one episode (cross-entropy by default)."""
