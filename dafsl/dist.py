@@ -161,9 +161,7 @@ def shard(batch: Any) -> Any:
     along its second)."""
     if world_size() <= 1:
         return batch
-    if isinstance(batch, torch.Tensor):
-        return batch[_chunk(len(batch))]
-    if isinstance(batch, list):
+    if isinstance(batch, (torch.Tensor, list)):
         return batch[_chunk(len(batch))]
     if isinstance(batch, tuple):
         return tuple(shard(b) for b in batch)

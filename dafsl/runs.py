@@ -19,6 +19,7 @@ import io
 import json
 import os
 import random
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -140,8 +141,6 @@ class RunDir:
     def close_rank(self) -> None:
         """Remove this rank's scratch directory (a no-op on rank 0)."""
         if self.path != self.shared:
-            import shutil
-
             shutil.rmtree(self.path, ignore_errors=True)
             with contextlib.suppress(OSError):  # the last rank out removes .ranks/
                 self.path.parent.rmdir()
