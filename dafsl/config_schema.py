@@ -34,7 +34,9 @@ CROP_SOURCES = ("auto", "detector", "gt")
 AUGMENTATIONS = ("none", "classic", "gan", "gan+classic")
 CLASSIFIER_STEMS = ("imagenet", "small", "cifar")
 IMBALANCE = ("none", "balanced_sampling", "weighted_loss", "logit_adjustment",
-             "logit_adjustment_posthoc", "balanced_softmax", "crt", "ncm")  # classifier/imbalance.py
+             "logit_adjustment_posthoc", "balanced_softmax", "crt", "ncm",
+             "calibration")  # classifier/imbalance.py
+CALIBRATION_MEANS = ("support", "paper")                 # classifier/calibration.py
 DISTILLERS = ("none", "hinton", "ddgsd", "takd", "dgkd", "ensemble")  # classifier/distill.py
 CHAIN_DISTILLERS = ("takd", "dgkd", "ensemble")   # train classifier.distill_chain first
 PLAIN_CNNS = tuple(f"cnn{n}" for n in range(2, 11))  # classifier/plain_cnn.py
@@ -108,6 +110,10 @@ SCHEMA: dict[str, Rule] = {
     "zoo.detector_epochs": COUNT, "zoo.detector_images": COUNT,
     "zoo.detector_lr": POSITIVE,
     "zoo.detector_related_manifest": Text(),
+    "zoo.ssl_manifest": Text(),
+    "zoo.ssl_epochs": COUNT, "zoo.ssl_batch_size": Int(2),   # NT-Xent needs a negative
+    "zoo.ssl_lr": POSITIVE, "zoo.ssl_temperature": POSITIVE,
+    "zoo.ssl_max_faces": COUNT0,               # 0: every face
     "augmenter.shots": COUNT0,                 # 0: every Dlack face
     "augmenter.resolution": PowerOfTwo(8),
     "augmenter.channels": ListOf(COUNT),
@@ -137,7 +143,18 @@ SCHEMA: dict[str, Rule] = {
     "augmenter.target.steps_per_epoch": Nullable(COUNT),
     "augmenter.target.r1_gamma": NON_NEGATIVE, "augmenter.target.r1_every": COUNT,
     "augmenter.target.d_bn": Choice("train", "frozen"),
-    "augmenter.select": Choice("last", "best_val_kid"),
+    "augmenter.target.ada_target": Number(0, 1, lo_open=True, hi_open=True),
+    "augmenter.target.ada_interval": COUNT, "augmenter.target.ada_speed_imgs": POSITIVE,
+    "augmenter.target.ada_p_max": UNIT,
+    "augmenter.target.cdc_weight": NON_NEGATIVE, "augmenter.target.cdc_tau": POSITIVE,
+    "augmenter.target.cdc_batch": Int(3),
+    "augmenter.target.cdc_layers": Nullable(ListOf(COUNT0)),
+    "augmenter.select": Choice("last", "best_val_kid", "best_val_tstr"),
+    "augmenter.dlack_share": Number(0, 1, lo_open=True, hi_open=True),
+    "augmenter.denough_faces": COUNT0,         # 0: every Denough face
+    "augmenter.tstr.faces": Int(2), "augmenter.tstr.eval_faces": Int(2),
+    "augmenter.tstr.steps": COUNT, "augmenter.tstr.batch_size": Int(2),
+    "augmenter.tstr.lr": POSITIVE,
     "augmenter.select_after": Number(0, 1, hi_open=True),
     "augmenter.degrade.blur_prob": UNIT, "augmenter.degrade.jpeg_prob": UNIT,
     "augmenter.degrade.blur_sigma": ListOf(NON_NEGATIVE, length=2),
@@ -155,11 +172,16 @@ SCHEMA: dict[str, Rule] = {
     **{f"classifier.{k}": COUNT for k in ("input_size", "epochs", "batch_size")},
     "classifier.augmentation": Choice(*AUGMENTATIONS),
     "classifier.generated_count": Nullable(COUNT0),
+    "classifier.real_share": Nullable(UNIT),
     "classifier.imbalance": Choice(*IMBALANCE),
     "classifier.head": Choice(*CLASSIFIER_HEADS),
     "classifier.imbalance_params.tau": NON_NEGATIVE,
     "classifier.imbalance_params.crt_epochs": COUNT,
     "classifier.imbalance_params.crt_lr": POSITIVE,
+    "classifier.imbalance_params.dc_lambda": POSITIVE,    # 0 (the paper's log) is not offered
+    "classifier.imbalance_params.dc_alpha": NON_NEGATIVE,
+    "classifier.imbalance_params.dc_mean": Choice(*CALIBRATION_MEANS),
+    "classifier.imbalance_params.dc_samples": Nullable(COUNT),  # null: the base class's count
     "classifier.epoch_size": Nullable(COUNT),
     "classifier.lr": POSITIVE,
     "classifier.num_threads": COUNT0,
@@ -204,7 +226,8 @@ SCHEMA: dict[str, Rule] = {
 #: keys whose value may be of several types: the schema rule, not the default's type, decides
 MIXED_TYPES = frozenset({"augmenter.denough_fill"})
 TYPE_ONLY = frozenset({"detector.fpn_extra_pool", "classifier.system_eval", "augmenter.degrade.enabled",
-                       "classifier.generated_denough", "classifier.probe", "fewshot.fce"})
+                       "classifier.generated_denough", "classifier.probe", "fewshot.fce",
+                       "augmenter.conditional", "augmenter.target.ada"})
 
 
 # ------------------------------------------------------------------ cross-key rules

@@ -19,7 +19,7 @@ import torch
 from dafsl import transfer
 from dafsl.augmenter.data import to_uint8
 from dafsl.augmenter.degrade import degrade_faces
-from dafsl.augmenter.networks import build_gan
+from dafsl.augmenter.networks import Generator, build_gan
 from dafsl.augmenter.samples import write_generated
 from dafsl.augmenter.trainer import generate
 from dafsl.augmenter.zoo import GAN_ENTRY
@@ -35,17 +35,30 @@ def denough_count(value, n_fill: int) -> int:
     return value
 
 
+def denough_generator(cfg: dict) -> Generator:
+    """The source GAN's EMA generator (zoo entry ``augmenter-gan``), in eval mode."""
+    state, _ = transfer.resolve_source(cfg, GAN_ENTRY)
+    g = build_gan(cfg["augmenter"]).G
+    g.load_state_dict({k[2:]: v for k, v in state.items() if k.startswith("G.")})
+    return g.eval()
+
+
 def write_denough_fill(cfg: dict, out_dir: Path, cls: str, count: int, sides: np.ndarray,
-                       degrade: dict) -> Path | None:
-    """Draw ``count`` faces from the source GAN's generator, degrade them like the Dlack fill,
+                       degrade: dict, generator: tuple | None = None) -> Path | None:
+    """Draw ``count`` faces from the source GAN's generator, or from ``generator`` = (the
+    conditional EMA G, the class's label, level, alpha), degrade them like the Dlack fill,
     write them as class ``cls``; returns the manifest path (None when ``count`` is 0)."""
     if count == 0:
         return None
     seed = int(cfg["seed"])
-    state, _ = transfer.resolve_source(cfg, GAN_ENTRY)
-    g = build_gan(cfg["augmenter"]).G
-    g.load_state_dict({k[2:]: v for k, v in state.items() if k.startswith("G.")})
-    z = torch.randn(count, g.latent_dim, generator=torch.Generator().manual_seed(seed * 1000 + 996))
-    faces = degrade_faces(to_uint8(generate(g.eval(), z)), sides, degrade, seed * 1000 + 995)
+    z = torch.randn(count, int(cfg["augmenter"]["latent_dim"]),
+                    generator=torch.Generator().manual_seed(seed * 1000 + 996))
+    if generator is None:
+        images, origin = generate(denough_generator(cfg), z), {"mode": "source", "generator": f"zoo:{GAN_ENTRY}"}
+    else:
+        g, label, level, alpha = generator
+        images = generate(g, z, level, alpha, labels=int(label))
+        origin = {"mode": "conditional", "generator": "generator_ema.pt", "label": int(label)}
+    faces = degrade_faces(to_uint8(images), sides, degrade, seed * 1000 + 995)
     return write_generated(out_dir / "generated_denough", faces, cls, out_dir / "generated_denough.json",
-                           extra={"mode": "source", "generator": f"zoo:{GAN_ENTRY}"})
+                           extra=origin)

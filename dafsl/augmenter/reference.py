@@ -30,7 +30,7 @@ from dafsl.faces import crop_faces, crop_source, face_boxes, split_detections
 from dafsl.log import get_logger
 from dafsl.runs import load_checkpoint, save_checkpoint
 
-SELECT_CHOICES = ("last", "best_val_kid")
+SELECT_CHOICES = ("last", "best_val_kid", "best_val_tstr")
 log = get_logger("augmenter")
 
 
@@ -57,7 +57,10 @@ def make_cropper(ctx) -> Callable[[Split, list], DlackCrops]:
 
 
 class BestSnapshot:
-    """Keeps a copy of the generator whose periodic validation KID was the lowest."""
+    """Keeps a copy of the generator whose periodic validation score was the lowest: KID
+    (``best_val_kid``) or 1 - TSTR ROC-AUC (``best_val_tstr``, :mod:`dafsl.tstr`: a
+    classifier trained on the generated faces of both classes, scored on the validation
+    split's real faces). ``kid`` holds that score whichever it is."""
 
     def __init__(self, policy: str, path: Path | None = None, resume: bool = False, first_epoch: int = 0):
         """``path``: where the kept snapshot is written, so that ``--resume`` picks it up;
@@ -71,7 +74,7 @@ class BestSnapshot:
             self.kid, self.epoch, self.state = float(saved["kid"]), int(saved["epoch"]), saved["model"]
 
     def offer(self, g: torch.nn.Module, kid: float, epoch: int) -> None:
-        if self.policy == "best_val_kid" and epoch >= self.first_epoch and kid < self.kid:
+        if self.policy != "last" and epoch >= self.first_epoch and kid < self.kid:
             self.kid, self.epoch, self.state = kid, epoch, copy.deepcopy(g.state_dict())
             if self.path is not None:
                 save_checkpoint({"model": self.state, "kid": kid, "epoch": epoch}, Path(self.path))

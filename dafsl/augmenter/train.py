@@ -26,12 +26,13 @@ from pathlib import Path
 import torch
 
 from dafsl import transfer
+from dafsl.augmenter.classes import ClassFakes, TstrProbe, conditional_reals, real_faces_of
 from dafsl.augmenter.data import DlackCrops, to_tensor, to_uint8
-from dafsl.augmenter.denough import denough_count, write_denough_fill
+from dafsl.augmenter.denough import denough_count, denough_generator, write_denough_fill
 from dafsl.augmenter.degrade import check_params, degrade_faces, scene_face_sides
 from dafsl.augmenter.featnet import load_feature_net
 from dafsl.augmenter.diffaug import parse_policy
-from dafsl.augmenter.networks import GAN, build_gan
+from dafsl.augmenter.networks import GAN, SOURCE_LAYERS, build_gan
 from dafsl.augmenter.quality import QualityProbe
 from dafsl.augmenter.samples import write_generated, write_grid, write_real_vs_generated
 from dafsl.augmenter.target import TargetTrainer, target_config
@@ -106,19 +107,31 @@ def run(ctx: StageContext) -> StageResult:
     crop = make_cropper(ctx)
     crops = collect_crops(crop, train, cls, int(aug["shots"]))
     reals = to_tensor(crops.images)
+    classes = list(ctx.split_info["counts"])
+    conditional = bool(aug["conditional"])
+    labels, real_counts = None, {cls: len(crops.images)}
+    if conditional:  # one generator for every class, trained on the real faces of each
+        reals, labels, real_counts = conditional_reals(crop, train, crops, classes, cls,
+                                                       int(aug["denough_faces"]))
+        log.info(f"conditional GAN: real faces {real_counts}; {float(aug['dlack_share']):.0%} of each "
+                 f"batch from '{cls}'")
 
     probe, test_probe, _ = quality_probes(cfg, cls, crop, ctx.device)  # val, test
     snapshot = BestSnapshot(str(aug["select"]), out_dir / "best_snapshot.pt", resume=ctx.resume,
                             first_epoch=int(float(aug["select_after"]) * int(aug["epochs"])))
+    fakes = ClassFakes(classes, cls, conditional,
+                       None if conditional else denough_generator(cfg).to(ctx.device))
+    tstr_val = tstr_probe(cfg, crop, "val", classes, cls, ctx.device)
 
     torch.manual_seed(seed)
-    gan = build_gan(aug)
+    gan = build_gan(aug, num_classes=len(classes) if conditional else 0)
+    pos = classes.index(cls) if conditional else None  # G's label for the Dlack class
     source_state = None
     if mode != "vanilla":
         source_state, _ = transfer.resolve_source(cfg, GAN_ENTRY)
     report = transfer.apply_mode(gan, mode, source_state=source_state,
                                  frozen=frozen_modules(mode, gan, aug, cfg["transfer"]),
-                                 required=("G.", "D."), lr_factor=float(cfg["transfer"]["lr_factor"]),
+                                 required=SOURCE_LAYERS, lr_factor=float(cfg["transfer"]["lr_factor"]),
                                  log=log.info)
     growth = growth_for(target_config(aug), gan.num_levels, grown=(mode != "vanilla"))
     epochs = int(aug["epochs"])
@@ -127,25 +140,58 @@ def run(ctx: StageContext) -> StageResult:
                  f"{growth.total_steps // int(aug['steps_per_epoch'])}); samples are upsampled")
 
     level0, alpha0 = growth.at(0)
-    kid_start = probe.kid_of(generate(gan.G, probe.z_eval, level0, alpha0))[0]  # the source's, in transfer modes
+    kid_start = probe.kid_of(generate(gan.G, probe.z_eval, level0, alpha0, labels=pos))[0]  # the source's
     sample_every = int(aug["sample_every"])
+    per_class, select = int(aug["tstr"]["faces"]), str(aug["select"])
 
     def evaluate(g_ema, level: int, alpha: float, epoch: int) -> dict:
-        fakes = generate(g_ema, probe.z_eval, level, alpha)
-        kid_mean, kid_std = probe.kid_of(fakes)
-        snapshot.offer(g_ema, kid_mean, epoch)  # augmenter.select: best_val_kid keeps the lowest
+        gen_dlack = generate(g_ema, probe.z_eval, level, alpha, labels=pos)
+        kid_mean, kid_std = probe.kid_of(gen_dlack)
+        figures = {"kid": kid_mean, "kid_std": kid_std}
+        if select == "best_val_tstr" and epoch >= snapshot.first_epoch:
+            images, ys = fakes.draw(g_ema, per_class, seed * 1000 + epoch, level, alpha)
+            t = tstr_val.score(images, ys, degrade_seed=seed * 1000 + epoch)
+            figures.update(tstr_balanced_accuracy=t["balanced_accuracy"], tstr_auc=t["roc_auc"])
+            snapshot.offer(g_ema, 1.0 - t["roc_auc"], epoch)
+        else:
+            snapshot.offer(g_ema, kid_mean, epoch)  # best_val_kid keeps the lowest
         if sample_every > 0 and ((epoch + 1) % sample_every == 0 or epoch == epochs - 1):
-            write_grid(out_dir / "samples" / f"epoch{epoch + 1:04d}.png", to_uint8(fakes[:64]))
-        return {"kid": kid_mean, "kid_std": kid_std}
+            write_grid(out_dir / "samples" / f"epoch{epoch + 1:04d}.png", to_uint8(gen_dlack[:64]))
+        return figures
 
     target = aug.get("target") or {}  # fine-tuning-only settings (dafsl/augmenter/target.py)
     trainer = TargetTrainer(gan, reals, target_config(aug), seed=seed, epochs=epochs, growth=growth,
                             policy=policy, device=ctx.device, evaluate_fn=evaluate,
                             make_scheduler=lambda opt: transfer.build_scheduler(opt, mode, cfg["transfer"]),
                             r1_gamma=float(target.get("r1_gamma", 0.0)),
-                            r1_every=int(target.get("r1_every", 1)), d_bn=str(target.get("d_bn", "train")))
+                            r1_every=int(target.get("r1_every", 1)), d_bn=str(target.get("d_bn", "train")),
+                            ada={"target": target["ada_target"], "interval": target["ada_interval"],
+                                 "speed_imgs": target["ada_speed_imgs"], "p_max": target["ada_p_max"]}
+                            if target.get("ada") else None,
+                            cdc={"weight": target.get("cdc_weight", 0.0), "tau": target.get("cdc_tau", 1.0),
+                                 "batch": target.get("cdc_batch", 4), "layers": target.get("cdc_layers")},
+                            labels=labels, positive=pos if conditional else 1,
+                            positive_share=float(aug["dlack_share"]))
     records = fit(trainer, ctx.run, epochs, mode=mode, resume=ctx.resume)
-    return finish(ctx, trainer, (probe, test_probe), crops, records, report, kid_start, cls, snapshot)
+    tstr_test = tstr_probe(cfg, crop, "test", classes, cls, ctx.device)
+    return finish(ctx, trainer, (probe, test_probe), crops, records, report, kid_start, cls, snapshot,
+                  fakes=fakes, tstr_probes=(tstr_val, tstr_test), real_counts=real_counts)
+
+
+def tstr_probe(cfg: dict, crop, split_name: str, classes: list[str], cls: str,
+               device: torch.device | str) -> TstrProbe:
+    """TSTR against ``split_name``'s real faces of every class (``augmenter.tstr``), the
+    generated faces degraded by the fill's chain."""
+    aug, seed = cfg["augmenter"], int(cfg["seed"])
+    t = aug["tstr"]
+    split = load_split(cfg["data"]["manifest"], split_name, cfg["data"]["cache_dir"])
+    images, labels = real_faces_of(crop, split, classes, int(t["eval_faces"]))
+    train = load_split(cfg["data"]["manifest"], "train", cfg["data"]["cache_dir"])
+    return TstrProbe(images, labels, classes.index(cls),
+                     sides=scene_face_sides(train, float(cfg["faces"]["margin"])),
+                     degrade=check_params(aug["degrade"]), faces_per_class=int(t["faces"]),
+                     steps=int(t["steps"]), batch_size=int(t["batch_size"]), lr=float(t["lr"]),
+                     seed=seed, device=device)
 
 
 def quality_probes(cfg: dict, cls: str, crop, device: torch.device | str = "cpu"
@@ -171,7 +217,8 @@ def quality_probes(cfg: dict, cls: str, crop, device: torch.device | str = "cpu"
 
 def finish(ctx: StageContext, trainer: GanTrainer, probes: tuple[QualityProbe, QualityProbe],
            crops: DlackCrops, records: list[dict], report: transfer.TransferReport, kid_start: float,
-           cls: str, snapshot: BestSnapshot) -> StageResult:
+           cls: str, snapshot: BestSnapshot, *, fakes: ClassFakes, tstr_probes: tuple[TstrProbe, TstrProbe],
+           real_counts: dict) -> StageResult:
     """After training: the selected snapshot, final quality (validation and test references),
     the degraded generated faces + manifest, grids, the EMA G, summary.json; returns the
     recorded stage outputs."""
@@ -181,14 +228,17 @@ def finish(ctx: StageContext, trainer: GanTrainer, probes: tuple[QualityProbe, Q
     selected_epoch = snapshot.restore(g_ema)
     probe, test_probe = probes
     level, alpha = trainer.growth.at(max(trainer.step - 1, 0))
-    final_fakes = generate(g_ema, probe.z_final, level, alpha)
+    classes = fakes.classes
+    pos = classes.index(cls) if fakes.conditional else None  # the conditional G's Dlack label
+    final_fakes = generate(g_ema, probe.z_final, level, alpha, labels=pos)
     final = probe.full_report(final_fakes)
     final_test = test_probe.full_report(final_fakes)
     real_crops = to_tensor(crops.images)  # the real Dlack crops: what a perfect copy scores
     ceiling, ceiling_test = probe.kid_of(real_crops), test_probe.kid_of(real_crops)
     n_fill = fill_count(aug, ctx.split_info, cls)
     gen = torch.Generator().manual_seed(seed * 1000 + 999)
-    fill = to_uint8(generate(g_ema, torch.randn(n_fill, g_ema.latent_dim, generator=gen), level, alpha))
+    fill = to_uint8(generate(g_ema, torch.randn(n_fill, g_ema.latent_dim, generator=gen), level, alpha,
+                             labels=pos))
     degrade = check_params(aug["degrade"])
     train = load_split(ctx.cfg["data"]["manifest"], "train", ctx.cfg["data"]["cache_dir"])
     sides = scene_face_sides(train, float(ctx.cfg["faces"]["margin"]))
@@ -198,14 +248,31 @@ def finish(ctx: StageContext, trainer: GanTrainer, probes: tuple[QualityProbe, Q
     manifest = write_generated(out_dir / "generated", fill, cls, out_dir / "generated.json",
                                extra={"mode": mode, "generator": "generator_ema.pt"})
     write_real_vs_generated(out_dir / "real_vs_generated.png", crops.images, fill[:len(crops.images)])
-    # generated Denough faces from the source GAN: "generated" then says nothing of the class
+    # generated Denough faces, from the same conditional G (or the source GAN): "generated"
+    # then says nothing of the class
     n_denough = denough_count(aug["denough_fill"], n_fill)
-    denough_manifest = write_denough_fill(ctx.cfg, out_dir, ctx.split_info["denough"][0], n_denough,
-                                          sides, degrade)
+    other = ctx.split_info["denough"][0]
+    denough_manifest = write_denough_fill(ctx.cfg, out_dir, other, n_denough, sides, degrade,
+                                          generator=(g_ema, classes.index(other), level, alpha)
+                                          if fakes.conditional else None)
+    # TSTR: the small ConvNet trained on the generated faces of both classes, degraded as
+    # the fill; scored on real validation and test faces (the classifier stage repeats it
+    # with its own architecture and budget)
+    per_class = int(aug["tstr"]["faces"])
+    t_images, t_labels = fakes.draw(g_ema, per_class, seed * 1000 + 990, level, alpha)
+    tstr_figs = {}
+    for name, tp in zip(("val", "test"), tstr_probes):
+        t = tp.score(t_images, t_labels, degrade_seed=seed * 1000 + 989)
+        tstr_figs.update({f"tstr_{name}_balanced_accuracy": t["balanced_accuracy"],
+                          f"tstr_{name}_auc": t["roc_auc"], f"tstr_{name}_recall_{cls}": t["recall_positive"]})
+    log.info(f"TSTR (small ConvNet on {per_class} generated faces per class, real faces): balanced "
+             f"accuracy {tstr_figs['tstr_val_balanced_accuracy']:.3f} val / "
+             f"{tstr_figs['tstr_test_balanced_accuracy']:.3f} test, ROC-AUC {tstr_figs['tstr_val_auc']:.3f} val")
     generator_path = out_dir / "generator_ema.pt"
     save_checkpoint({"model": g_ema.state_dict(), "latent_dim": g_ema.latent_dim,
                      "channels": [int(c) for c in aug["channels"]], "resolution": g_ema.resolution,
-                     "level": level, "alpha": alpha, "mode": mode}, generator_path)
+                     "level": level, "alpha": alpha, "mode": mode,
+                     "classes": classes if fakes.conditional else None}, generator_path)
 
     last = records[-1]
     figures = {
@@ -223,7 +290,8 @@ def finish(ctx: StageContext, trainer: GanTrainer, probes: tuple[QualityProbe, Q
         "selected_epoch": None if selected_epoch is None else selected_epoch + 1,
         "degrade": bool(degrade["enabled"]), "generated_denough": n_denough,
         "trainable_params": report.trainable_params, "frozen_params": report.frozen_params,
-        "generated": n_fill, "final_resolution": 4 * 2 ** level, "final_alpha": alpha}
+        "generated": n_fill, "final_resolution": 4 * 2 ** level, "final_alpha": alpha,
+        "conditional": fakes.conditional, "real_faces_by_class": real_counts, **tstr_figs}
     log.info(f"{mode}: KID {final['kid']:.4f} +- {final['kid_std']:.4f} (val), "
              f"{final_test['kid']:.4f} (test), precision {final['precision']:.3f}, recall "
              f"{final['recall']:.3f} ({len(probe.ref_features)} validation '{cls}' faces; the real "

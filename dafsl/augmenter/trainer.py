@@ -82,13 +82,17 @@ def update_ema(ema: Generator, model: Generator, beta: float) -> None:
 
 @torch.no_grad()
 def generate(G: Generator, z: torch.Tensor, level: int | None = None, alpha: float = 1.0,
-             batch_size: int = 256) -> torch.Tensor:
+             batch_size: int = 256, labels: torch.Tensor | int | None = None) -> torch.Tensor:
     """Images from latents ``z`` (N, latent_dim), upsampled to G's full resolution:
-    (N, 3, R, R) on the CPU."""
+    (N, 3, R, R) on the CPU. ``labels``: the classes of a conditional G, (N,) or one int
+    for all (None for an unconditional G)."""
     out = []
     device = next(G.parameters()).device
+    if isinstance(labels, int):
+        labels = torch.full((len(z),), labels, dtype=torch.int64)
     for i in range(0, len(z), batch_size):
-        img = G(z[i:i + batch_size].to(device), level, alpha)
+        cond = () if labels is None else (labels[i:i + batch_size].to(device),)
+        img = G(z[i:i + batch_size].to(device), level, alpha, *cond)
         out.append(resize_images(img, G.resolution).cpu())
     return torch.cat(out)
 

@@ -149,24 +149,32 @@ def model_device(model: torch.nn.Module) -> torch.device:
 
 
 def epoch_order(labels: np.ndarray, epoch: int, seed: int, *, balanced: bool,
-                epoch_size: int | None = None, synthetic: np.ndarray | None = None) -> np.ndarray:
+                epoch_size: int | None = None, synthetic: np.ndarray | None = None,
+                real_share: float | None = None) -> np.ndarray:
     """Sample indices for one epoch, seeded by (seed, epoch) so a resumed run sees the same order.
 
     ``balanced``: ``epoch_size`` draws with replacement, each class equally likely
-    (class-balanced sampling); within a class that has both real and generated faces
-    (``synthetic`` (N,) bool), real and generated are equally likely too, so the few real
-    Dlack faces are not drowned by a thousand generated ones. Else a permutation
-    (truncated/repeated to ``epoch_size``).
+    (class-balanced sampling). Within a class that has both real and generated faces
+    (``synthetic`` (N,) bool), a draw is a real face with probability ``real_share``
+    (None: 0.5), the same in every class, so "real" and "generated" carry no class
+    information and the few real Dlack faces are not drowned by a thousand generated ones.
+    Not ``balanced``: a permutation (truncated/repeated to ``epoch_size``); but when
+    ``real_share`` is given and some faces are generated, draws with replacement, each
+    class as likely as its share of the training set, real/generated within it as above.
     """
     g = torch.Generator().manual_seed(seed * 1000 + epoch)
     n = len(labels)
     size = int(epoch_size or n)
-    if balanced:
-        synthetic = np.zeros(n, dtype=bool) if synthetic is None else np.asarray(synthetic, dtype=bool)
+    synthetic = np.zeros(n, dtype=bool) if synthetic is None else np.asarray(synthetic, dtype=bool)
+    if balanced or (real_share is not None and synthetic.any()):
+        share = 0.5 if real_share is None else float(real_share)
         group = labels * 2 + synthetic  # (class, real/generated)
         group_count = np.bincount(group, minlength=2 * (labels.max() + 1))
-        sources = (group_count.reshape(-1, 2) > 0).sum(axis=1)  # 1 or 2 per class
-        weights = 1.0 / (sources[labels] * group_count[group])
+        present = group_count.reshape(-1, 2) > 0  # (C, [real, generated])
+        real_part = np.where(present.all(axis=1), share, present[:, 0].astype(float))  # (C,)
+        within = np.where(synthetic, 1.0 - real_part[labels], real_part[labels])
+        class_weight = 1.0 if balanced else np.bincount(labels)[labels] / n
+        weights = class_weight * within / group_count[group]
         return torch.multinomial(torch.as_tensor(weights, dtype=torch.float64), size,
                                  replacement=True, generator=g).numpy()
     reps = -(-size // n)

@@ -28,9 +28,15 @@ prior-based method below reduces to plain cross-entropy.
   features. The score is linear in ``n(f - m)`` (``2 mu_c . z - |mu_c|^2 - 1``), so the
   head is an ``nn.Linear`` after the normalisation; softmax of the scores gives the
   probabilities the metrics (ROC-AUC) and the system evaluation use.
+* ``calibration`` (Yang et al. 2021, distribution calibration; :mod:`dafsl.classifier.calibration`):
+  trained as ``none``; on the real training faces' features ``x = max(f, 0) ** lam``
+  (Tukey), scarce-class features are sampled from ``N(mu', Sigma_b + alpha I)``
+  (``Sigma_b``: the abundant class's covariance; ``mu'``: the support mean, or the
+  paper's ``(mu_b + x_i) / 2``), and a class-balanced logistic head is fitted on real
+  plus sampled features. The head (Tukey, then linear) is stored in the checkpoint.
 
 Per-epoch validation figures are those of the model being trained (for ``crt``,
-``ncm`` and the post-hoc adjustment: before its head is replaced or adjusted); the
+``ncm``, ``calibration`` and the post-hoc adjustment: before its head is replaced or adjusted); the
 test figures and the checkpoint are of the final head.
 """
 from __future__ import annotations
@@ -42,12 +48,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dafsl.classifier import calibration
 from dafsl.classifier.data import epoch_order, to_input
-from dafsl.classifier.model import NCMHead, head_name, install_ncm_head  # noqa: F401
+from dafsl.classifier.model import (CalibratedHead, NCMHead, head_name,  # noqa: F401
+                                    install_calibrated_head, install_ncm_head)
 from dafsl.errors import DafslError
 
 # methods whose training phase is plain instance-balanced cross-entropy
-TRAIN_AS_NONE = ("logit_adjustment_posthoc", "crt", "ncm")
+TRAIN_AS_NONE = ("logit_adjustment_posthoc", "crt", "ncm", "calibration")
 
 
 # ----------------------------------------------------------------------- losses
@@ -187,10 +195,12 @@ def ncm_scores(features: Tensor, centre: Tensor, centroids: Tensor) -> Tensor:
 def finish_head(method: str, model: nn.Module, train_set, num_classes: int, *, params: dict,
                 input_size: int, batch_size: int, seed: int, epoch_size: int | None,
                 log=lambda msg: None) -> dict:
-    """After training: the post-hoc adjustment, the cRT head or the NCM head, applied to
-    ``model`` in place. Returns what the summary records (empty for other methods)."""
+    """After training: the post-hoc adjustment, the cRT, NCM or calibrated head, applied
+    to ``model`` in place. Returns what the summary records (empty for other methods)."""
     if method not in TRAIN_AS_NONE:
         return {}
+    if method == "calibration":
+        calibration.check_params(params)  # before the feature pass, not after it
     head = getattr(model, head_name(model))
     counts = train_set.counts(num_classes)
     if method == "logit_adjustment_posthoc":
@@ -212,6 +222,19 @@ def finish_head(method: str, model: nn.Module, train_set, num_classes: int, *, p
         log(f"cRT: linear head retrained with class-balanced sampling on {len(feats)} fixed "
             f"features ({params['crt_epochs']} epochs), train accuracy {acc:.3f}")
         return {"crt_train_accuracy": acc}
+    if method == "calibration":
+        weight, bias, info = calibration.calibrate(
+            feats.cpu(), train_set.labels, train_set.synthetic, num_classes,
+            lam=float(params["dc_lambda"]), alpha=float(params["dc_alpha"]),
+            mean_rule=params["dc_mean"], samples=params["dc_samples"], seed=seed)
+        install_calibrated_head(model, weight, bias, info["dc_lambda"])
+        log(f"distribution calibration: {info['dc_samples']} features sampled "
+            f"(mean {info['dc_mean']}, lambda {info['dc_lambda']}, alpha {info['dc_alpha']} vs mean "
+            f"base variance {info['dc_base_variance']:.3g}, "
+            f"Cholesky jitter {info['dc_jitter']:.2g}) beside {int((~train_set.synthetic).sum())} real "
+            f"features of dimension {feats.shape[1]}, logistic head, real train balanced accuracy "
+            f"{info['dc_train_balanced_accuracy']:.3f}")
+        return info
     centre, centroids = ncm_fit(feats.cpu(), train_set.labels, num_classes)
     install_ncm_head(model, centre.to(feats), centroids.to(feats))
     log(f"NCM head (CL2N) on {len(feats)} training features of dimension {feats.shape[1]}")

@@ -166,6 +166,37 @@ def install_ncm_head(model: nn.Module, centre: Tensor | None = None,
     setattr(model, name, NCMHead(centre, centroids).to(fc.weight.device))
 
 
+class CalibratedHead(nn.Linear):
+    """Distribution calibration's head (``classifier.imbalance: calibration``): Tukey's
+    ladder of powers, then a linear layer: ``logits = W max(f, 0)**lam + b``.
+
+    ``features`` (N, D) -> logits (N, C). ``lam`` is a buffer, so the checkpoint carries it
+    and :func:`load_classifier` rebuilds the head from the state dict alone."""
+
+    def __init__(self, weight: Tensor, bias: Tensor, lam: float):
+        super().__init__(weight.shape[1], weight.shape[0])
+        self.register_buffer("tukey_lambda", torch.tensor(float(lam)))
+        with torch.no_grad():
+            self.weight.copy_(weight)
+            self.bias.copy_(bias)
+
+    def forward(self, features: Tensor) -> Tensor:
+        # the clamp: the statistics were computed on max(f, 0) (post-ReLU features are
+        # non-negative; the clamp guards a backbone whose pooled features are not)
+        return super().forward(features.clamp(min=0) ** self.tukey_lambda)
+
+
+def install_calibrated_head(model: nn.Module, weight: Tensor | None = None,
+                            bias: Tensor | None = None, lam: float = 1.0) -> None:
+    """Replace the model's head by a :class:`CalibratedHead` (``weight`` (C, D), ``bias``
+    (C,); zeros when only its shape is wanted, before a checkpoint's state is loaded)."""
+    name = head_name(model)
+    fc = getattr(model, name)
+    if weight is None:
+        weight, bias = torch.zeros(fc.out_features, fc.in_features), torch.zeros(fc.out_features)
+    setattr(model, name, CalibratedHead(weight, bias, lam).to(fc.weight.device))
+
+
 def load_classifier(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild a classifier saved by :func:`save_classifier`; returns (model in eval mode, meta)."""
     ckpt = load_checkpoint(path)
@@ -175,6 +206,8 @@ def load_classifier(path: Path, device: torch.device | str = "cpu") -> tuple[nn.
     model = build_classifier(ckpt["backbone"], len(ckpt["classes"]), ckpt.get("stem", "imagenet"))
     if f"{head_name(model)}.centre" in ckpt["model"]:  # classifier.imbalance: ncm
         install_ncm_head(model)
+    elif f"{head_name(model)}.tukey_lambda" in ckpt["model"]:  # classifier.imbalance: calibration
+        install_calibrated_head(model)
     elif f"{head_name(model)}.support" in ckpt["model"]:  # classifier.head: a few-shot head
         from dafsl.fewshot.head import empty_head
 

@@ -211,7 +211,8 @@ def run(ctx) -> StageResult:
                                  train_set, faces["val"], classes, positive, seed=seed,
                                  batch_size=int(c["batch_size"]), input_size=int(c["input_size"]),
                                  balanced=imb.balanced,
-                                 epoch_size=c["epoch_size"], augment=augment)
+                                 epoch_size=c["epoch_size"], augment=augment,
+                                 real_share=c["real_share"])
 
     teacher, teacher_info = None, {}
     if DISTILLERS[c["distill"]].chain:  # takd | dgkd | ensemble: classifier.distill_chain first

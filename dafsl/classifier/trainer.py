@@ -87,7 +87,7 @@ class ClassifierTrainer(SingleModelState):
     def __init__(self, stage: str, distiller: Distiller, optimizer: torch.optim.Optimizer,
                  scheduler, train: FaceSet, val: FaceSet, classes: Sequence[str], positive: str, *,
                  seed: int, batch_size: int, input_size: int, balanced: bool,
-                 epoch_size: int | None, augment: A.Compose | None):
+                 epoch_size: int | None, augment: A.Compose | None, real_share: float | None = None):
         self.stage = stage
         self.distiller, self.model = distiller, distiller.student
         self.optimizer, self.scheduler = optimizer, scheduler
@@ -98,6 +98,7 @@ class ClassifierTrainer(SingleModelState):
         if distortion is not None:
             augment = A.Compose([augment, distortion]) if augment is not None else distortion
         self.balanced, self.epoch_size, self.augment = balanced, epoch_size, augment
+        self.real_share = real_share  # data.epoch_order: a class's draws that are real faces
         # a frozen backbone and a method that only needs the student's logits: train the
         # head on features computed once (the same optimiser, steps and data order)
         self.head_only = frozen_backbone(self.model) and type(distiller).forward_train is \
@@ -119,7 +120,8 @@ class ClassifierTrainer(SingleModelState):
                 self.features = frozen_features(self.model, self.train.images, self.input_size,
                                                 self.augment, FEATURE_VIEWS)
             order = epoch_order(self.train.labels, epoch, self.seed, balanced=self.balanced,
-                                epoch_size=self.epoch_size, synthetic=self.train.synthetic)
+                                epoch_size=self.epoch_size, synthetic=self.train.synthetic,
+                                real_share=self.real_share)
             g = torch.Generator().manual_seed(self.seed * 1000 + epoch)
             view = torch.randint(len(self.features), (len(order),), generator=g).numpy()
             n = EpochBatches.count(len(order), self.batch_size)
@@ -130,7 +132,8 @@ class ClassifierTrainer(SingleModelState):
             # reseeded per epoch so a resumed run augments exactly as an uninterrupted one
             self.augment.set_random_seed(self.seed * 1000 + epoch)
         order = epoch_order(self.train.labels, epoch, self.seed, balanced=self.balanced,
-                            epoch_size=self.epoch_size, synthetic=self.train.synthetic)
+                            epoch_size=self.epoch_size, synthetic=self.train.synthetic,
+                            real_share=self.real_share)
         return EpochBatches(self.train, order, self.batch_size, self.input_size, self.augment,
                             views=self.distiller.views)
 
