@@ -173,6 +173,7 @@ SCHEMA: dict[str, Rule] = {
     "classifier.augmentation": Choice(*AUGMENTATIONS),
     "classifier.generated_count": Nullable(COUNT0),
     "classifier.real_share": Nullable(UNIT),
+    "classifier.head_faces": Choice("all", "real", "weighted"),
     "classifier.imbalance": Choice(*IMBALANCE),
     "classifier.head": Choice(*CLASSIFIER_HEADS),
     "classifier.imbalance_params.tau": NON_NEGATIVE,
@@ -227,7 +228,7 @@ SCHEMA: dict[str, Rule] = {
 MIXED_TYPES = frozenset({"augmenter.denough_fill"})
 TYPE_ONLY = frozenset({"detector.fpn_extra_pool", "classifier.system_eval", "augmenter.degrade.enabled",
                        "classifier.generated_denough", "classifier.probe", "fewshot.fce",
-                       "augmenter.conditional", "augmenter.target.ada"})
+                       "augmenter.conditional", "augmenter.target.ada", "classifier.tstr"})
 
 
 # ------------------------------------------------------------------ cross-key rules

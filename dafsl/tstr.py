@@ -65,14 +65,16 @@ def tstr(train_images: np.ndarray, train_labels: np.ndarray, eval_images: np.nda
          eval_labels: np.ndarray, *, make_model: Callable[[], nn.Module], positive: int,
          steps: int = 120, batch_size: int = 64, lr: float = 2e-3, weight_decay: float = 1e-4,
          seed: int = 0, preprocess: Callable = default_preprocess, flip: bool = True,
-         device: torch.device | str = "cpu") -> dict:
+         device: torch.device | str = "cpu", extra_eval: dict | None = None) -> dict:
     """Train ``make_model()`` on (``train_images`` (N, S, S, 3) uint8, ``train_labels`` (N,))
     for ``steps`` AdamW steps of class-balanced draws (each class equally likely, so the
     counts of generated faces per class do not matter), then score it on the real
     ``eval_images``/``eval_labels``.
 
     Returns {"balanced_accuracy", "roc_auc" (score: P(``positive``)), "recall_positive",
-    "train_faces", "eval_faces", "steps"}. Seeded: the same inputs give the same figures.
+    "train_faces", "eval_faces", "steps"}, plus {"extra": {name: the same figures}} for
+    each ``extra_eval`` {name: (images, labels)} scored by the same model. Seeded: the same
+    inputs give the same figures.
     """
     train_labels = np.asarray(train_labels, dtype=np.int64)
     eval_labels = np.asarray(eval_labels, dtype=np.int64)
@@ -103,13 +105,18 @@ def tstr(train_images: np.ndarray, train_labels: np.ndarray, eval_images: np.nda
         opt.step()
         sched.step()
     model.eval()
-    probs = []
-    with torch.no_grad():
-        for i in range(0, len(eval_images), 256):
-            probs.append(model(preprocess(eval_images[i:i + 256], device)).softmax(1).cpu())
-    p = torch.cat(probs).numpy()
-    predicted = p.argmax(1)
-    return {"balanced_accuracy": balanced_accuracy(eval_labels, predicted, num_classes),
-            "roc_auc": binary_auc(p[:, positive], eval_labels == positive),
-            "recall_positive": float((predicted[eval_labels == positive] == positive).mean()),
-            "train_faces": int(len(train_labels)), "eval_faces": int(len(eval_labels)), "steps": int(steps)}
+
+    def score(images: np.ndarray, labels: np.ndarray) -> dict:
+        labels = np.asarray(labels, dtype=np.int64)
+        with torch.no_grad():
+            p = torch.cat([model(preprocess(images[i:i + 256], device)).softmax(1).cpu()
+                           for i in range(0, len(images), 256)]).numpy()
+        predicted = p.argmax(1)
+        return {"balanced_accuracy": balanced_accuracy(labels, predicted, num_classes),
+                "roc_auc": binary_auc(p[:, positive], labels == positive),
+                "recall_positive": float((predicted[labels == positive] == positive).mean()),
+                "eval_faces": int(len(labels))}
+    out = {**score(eval_images, eval_labels), "train_faces": int(len(train_labels)), "steps": int(steps)}
+    if extra_eval:
+        out["extra"] = {name: score(*pair) for name, pair in extra_eval.items()}
+    return out

@@ -175,15 +175,36 @@ def train_linear_head(features: Tensor, labels: np.ndarray, num_classes: int, *,
     return head.eval()
 
 
-def ncm_fit(features: Tensor, labels: np.ndarray, num_classes: int) -> tuple[Tensor, Tensor]:
-    """(centre (D,), class means of the centred, normalised features (C, D))."""
+HEAD_FACES = ("all", "real", "weighted")
+
+
+def ncm_fit(features: Tensor, labels: np.ndarray, num_classes: int, synthetic: np.ndarray | None = None,
+            faces: str = "all", real_weight: float = 0.5) -> tuple[Tensor, Tensor]:
+    """(centre (D,), class means of the centred, normalised features (C, D)).
+
+    ``faces`` (``classifier.head_faces``), with ``synthetic`` (N,) marking generated faces:
+    ``all``: every feature counts once; ``real``: generated features are left out
+    (centre and means); ``weighted``: a class with both kinds gets the mean
+    ``real_weight * mean(real) + (1 - real_weight) * mean(generated)``, so its few real
+    faces keep that share however many generated ones there are."""
     labels = torch.as_tensor(labels, dtype=torch.int64)
+    gen = torch.zeros(len(labels), dtype=torch.bool) if synthetic is None else torch.as_tensor(synthetic)
+    if faces not in HEAD_FACES:
+        raise DafslError(f"classifier.head_faces: expected one of {', '.join(HEAD_FACES)}, got {faces!r}")
+    if faces == "real":
+        features, labels, gen = features[~gen], labels[~gen], gen[~gen]
     centre = features.mean(dim=0)
     z = F.normalize(features - centre, dim=1)
     missing = [c for c in range(num_classes) if not (labels == c).any()]
     if missing:
         raise DafslError(f"classifier.imbalance ncm: class {missing[0]} has no training feature")
-    return centre, torch.stack([z[labels == c].mean(dim=0) for c in range(num_classes)])
+
+    def class_mean(c: int) -> Tensor:
+        real, fake = (labels == c) & ~gen, (labels == c) & gen
+        if faces == "weighted" and real.any() and fake.any():
+            return real_weight * z[real].mean(dim=0) + (1.0 - real_weight) * z[fake].mean(dim=0)
+        return z[labels == c].mean(dim=0)
+    return centre, torch.stack([class_mean(c) for c in range(num_classes)])
 
 
 def ncm_scores(features: Tensor, centre: Tensor, centroids: Tensor) -> Tensor:
@@ -194,7 +215,7 @@ def ncm_scores(features: Tensor, centre: Tensor, centroids: Tensor) -> Tensor:
 
 def finish_head(method: str, model: nn.Module, train_set, num_classes: int, *, params: dict,
                 input_size: int, batch_size: int, seed: int, epoch_size: int | None,
-                log=lambda msg: None) -> dict:
+                head_faces: str = "all", real_share: float | None = None, log=lambda msg: None) -> dict:
     """After training: the post-hoc adjustment, the cRT, NCM or calibrated head, applied
     to ``model`` in place. Returns what the summary records (empty for other methods)."""
     if method not in TRAIN_AS_NONE:
@@ -235,7 +256,12 @@ def finish_head(method: str, model: nn.Module, train_set, num_classes: int, *, p
             f"features of dimension {feats.shape[1]}, logistic head, real train balanced accuracy "
             f"{info['dc_train_balanced_accuracy']:.3f}")
         return info
-    centre, centroids = ncm_fit(feats.cpu(), train_set.labels, num_classes)
+    weight = 0.5 if real_share is None else float(real_share)
+    centre, centroids = ncm_fit(feats.cpu(), train_set.labels, num_classes, train_set.synthetic,
+                                head_faces, weight)
     install_ncm_head(model, centre.to(feats), centroids.to(feats))
-    log(f"NCM head (CL2N) on {len(feats)} training features of dimension {feats.shape[1]}")
-    return {}
+    n_gen = int(train_set.synthetic.sum())
+    log(f"NCM head (CL2N) on {len(feats)} training features of dimension {feats.shape[1]}"
+        + (f"; head_faces {head_faces}" + (f" (real weight {weight})" if head_faces == "weighted" else "")
+           + f", {n_gen} generated" if n_gen else ""))
+    return {"head_faces": head_faces} if n_gen else {}

@@ -21,7 +21,7 @@ from dafsl import engine, transfer
 from dafsl.classifier import heads, imbalance, system_eval
 from dafsl.classifier.chain import stage_chain
 from dafsl.classifier.data import (FaceSet, classic_augmentation,
-                                   crop_size_of, generated_faces, split_faces)
+                                   crop_size_of, generated_faces, split_faces, to_input)
 from dafsl.classifier.distill import DISTILLERS, TeacherEnsemble, build_distiller
 from dafsl.classifier.metrics import classification_metrics, plot_confusion
 from dafsl.classifier.model import (STEMS, adapt_stem, backbone_prefixes, build_classifier,
@@ -132,6 +132,40 @@ def real_vs_generated_probe(ctx, val: FaceSet, train_set: FaceSet, positive_idx:
             "probe_auc_folds": result["auc_folds"], "probe_time_s": result["time_s"]}
 
 
+def stage_tstr(ctx, train_set: FaceSet, faces: dict, positive_idx: int, initial_state: dict) -> dict:
+    """TSTR (:mod:`dafsl.tstr`) with this stage's architecture, starting weights and step
+    budget: a classifier trained on the generated faces alone (every class,
+    class-balanced draws), scored on the real validation and test faces. Empty when fewer
+    than two classes have generated faces."""
+    c = ctx.cfg[STAGE]
+    gen = train_set.synthetic
+    if len(set(train_set.labels[gen].tolist())) < 2:
+        return {}
+    from dafsl.tstr import tstr
+
+    def make_model():
+        model = build_classifier(c["backbone"], len(ctx.split_info["counts"]), c["stem"])
+        model.load_state_dict(initial_state)
+        return model
+    steps = int(c["epochs"]) * -(-int(c["epoch_size"] or len(train_set)) // int(c["batch_size"]))
+    lr = float(c["lr"]) * (float(ctx.cfg["transfer"]["lr_factor"]) if ctx.mode == "pretrained" else 1.0)
+    t0 = time.perf_counter()
+    out = {}
+    result = tstr(train_set.images[gen], train_set.labels[gen], faces["val"].images, faces["val"].labels,
+                  make_model=make_model, positive=positive_idx, steps=steps, batch_size=int(c["batch_size"]),
+                  lr=lr, weight_decay=float(c["weight_decay"]), seed=int(ctx.cfg["seed"]),
+                  preprocess=lambda x, device: to_input(x, int(c["input_size"]), device), device=ctx.device,
+                  extra_eval={"test": (faces["test"].images, faces["test"].labels)})
+    for split in ("val", "test"):
+        r = result if split == "val" else result["extra"]["test"]
+        out.update({f"tstr_{split}_balanced_accuracy": r["balanced_accuracy"], f"tstr_{split}_auc": r["roc_auc"]})
+    out["tstr_time_s"] = time.perf_counter() - t0
+    log.info(f"TSTR (this architecture, {steps} steps on {int(gen.sum())} generated faces only): balanced "
+             f"accuracy {out['tstr_val_balanced_accuracy']:.3f} on real validation faces, ROC-AUC "
+             f"{out['tstr_val_auc']:.3f} ({out['tstr_time_s']:.0f}s)")
+    return out
+
+
 def stage_faces(ctx, classes: list[str], detector_path: Path | None):
     """Crops of every annotated face of train/val/test (:mod:`dafsl.faces`).
 
@@ -231,7 +265,7 @@ def run(ctx) -> StageResult:
     head_info = imbalance.finish_head(
         c["imbalance"], model, train_set, len(classes), params=c["imbalance_params"],
         input_size=int(c["input_size"]), batch_size=int(c["batch_size"]), seed=seed,
-        epoch_size=c["epoch_size"], log=log.info)
+        epoch_size=c["epoch_size"], head_faces=c["head_faces"], real_share=c["real_share"], log=log.info)
     # classifier.head: a few-shot head over the training faces' features (classifier/heads.py)
     head_info.update(heads.finish_head(c["head"], model, train_set, input_size=int(c["input_size"]),
                                        seed=seed, log=log.info))
@@ -251,6 +285,8 @@ def run(ctx) -> StageResult:
     eval_time = time.perf_counter() - t0
     probe = (real_vs_generated_probe(ctx, faces["val"], train_set, classes.index(positive), initial_state)
              if c["probe"] and gen_info["generated_used"] else {})
+    if c["tstr"] and gen_info["generated_used"]:
+        probe.update(stage_tstr(ctx, train_set, faces, classes.index(positive), initial_state))
     system, system_time = {}, 0.0
     if c["system_eval"] and detector_path is not None:
         t0 = time.perf_counter()
