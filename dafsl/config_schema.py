@@ -149,6 +149,7 @@ SCHEMA: dict[str, Rule] = {
     "augmenter.target.cdc_weight": NON_NEGATIVE, "augmenter.target.cdc_tau": POSITIVE,
     "augmenter.target.cdc_batch": Int(3),
     "augmenter.target.cdc_layers": Nullable(ListOf(COUNT0)),
+    "augmenter.target.class_lr_mult": POSITIVE, "augmenter.target.aux_weight": NON_NEGATIVE,
     "augmenter.select": Choice("last", "best_val_kid", "best_val_tstr"),
     "augmenter.dlack_share": Number(0, 1, lo_open=True, hi_open=True),
     "augmenter.denough_faces": COUNT0,         # 0: every Denough face

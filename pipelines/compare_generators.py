@@ -44,6 +44,7 @@ from dafsl.runs import atomic_write_json  # noqa: E402
 
 GAN_CLS = ["classifier.augmentation=gan", "classifier.imbalance=ncm", "classifier.probe=false"]
 COND = ["augmenter.conditional=true", "augmenter.select=best_val_tstr"]
+SSL = ["classifier.source=zoo", "classifier.zoo_entry=classifier-ssl"]
 # row -> (augmenter overrides or None (no generated faces), augmenter mode or None, classifier overrides)
 ROWS: dict[str, tuple[list[str] | None, str | None, list[str]]] = {
     "ncm": (None, None, ["classifier.augmentation=none", "classifier.imbalance=ncm"]),
@@ -54,6 +55,11 @@ ROWS: dict[str, tuple[list[str] | None, str | None, list[str]]] = {
     "cond-ada": ([*COND, "augmenter.target.ada=true", "augmenter.diffaug="], None, GAN_CLS),
     "cond-cdc": ([*COND, "augmenter.target.cdc_weight=100"], None, GAN_CLS),
     "cond-freezed": (COND, "finetune", GAN_CLS),
+    # the self-supervised source (zoo entry classifier-ssl: SimCLR on unlabelled faces of both
+    # genders from synthfaces_related), the setting real users start from; the rows above are
+    # the strict setting (no face of the scarce class anywhere but the 10)
+    "ssl-ncm": (None, None, ["classifier.augmentation=none", "classifier.imbalance=ncm", *SSL]),
+    "ssl-cond": (COND, None, [*GAN_CLS, *SSL]),
 }
 COLUMNS = (("tstr_val_small", "TSTR bal. acc. (small CNN, val)"),
            ("tstr_val_arch", "TSTR bal. acc. (classifier arch., val)"),

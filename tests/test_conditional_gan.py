@@ -197,3 +197,30 @@ def test_ada_and_cdc_plug_into_the_target_trainer():
     other = make()
     other.load_state_dict(trainer.state_dict())
     assert other.ada_ctl.p == trainer.ada_ctl.p
+
+
+def test_class_rate_multiplier_and_auxiliary_classifier():
+    labels = torch.tensor([1] * 3 + [0] * 13)
+    cfg = {"batch_size": 8, "steps_per_epoch": 2, "ema_beta": 0.9, "betas": [0.0, 0.99],
+           "lr_g": 1e-3, "lr_d": 2e-3, "eval_every": 0}
+    sched = lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)  # noqa: E731
+    trainer = TargetTrainer(tiny(), torch.randn(16, 3, 16, 16), cfg, seed=0, epochs=1,
+                            growth=Growth(3, 0, 0, grown=True), policy=[], device=torch.device("cpu"),
+                            make_scheduler=sched, labels=labels, positive=1, positive_share=0.5,
+                            class_lr_mult=10.0, aux_weight=1.0)
+    # the class embeddings (and D's auxiliary head) train at 10x the rate, the rest as configured
+    g_groups, d_groups = trainer.opt_g.param_groups, trainer.opt_d.param_groups
+    assert [g["lr"] for g in g_groups] == [1e-3, pytest.approx(1e-2)]
+    assert [g["lr"] for g in d_groups] == [2e-3, pytest.approx(2e-2)]
+    assert g_groups[1]["params"] == [trainer.gan.G.class_embed.weight]
+    assert set(map(id, d_groups[1]["params"])) == {id(trainer.gan.D.class_embed.weight),
+                                                   *map(id, trainer.aux.parameters())}
+    # the auxiliary logits come from the same features as the projection logit D computes
+    img, y = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 0, 1])
+    trainer.gan.D.eval()
+    logits, aux = trainer._d(img, 2, 1.0, (y,))
+    torch.testing.assert_close(logits, trainer.gan.D(img, labels=y))
+    assert aux.shape == (4, 2)
+    before = trainer.aux.weight.clone()
+    out = trainer.train_step(trainer.batches(0)[0])
+    assert {"aux_d", "aux_g", "aux_acc_real"} <= set(out) and not torch.equal(before, trainer.aux.weight)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dafsl import dist
@@ -73,8 +74,23 @@ class TargetTrainer(GanTrainer):
 
     def __init__(self, *args, r1_gamma: float = 0.0, r1_every: int = 1, d_bn: str = "train",
                  labels: torch.Tensor | None = None, positive: int = 1, positive_share: float = 0.5,
-                 ada: dict | None = None, cdc: dict | None = None, **kwargs):
+                 ada: dict | None = None, cdc: dict | None = None, class_lr_mult: float = 1.0,
+                 aux_weight: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
+        # conditional GAN: the class embeddings start at zero and are the only path by which
+        # G learns the class, so they may get a larger rate (class_lr_mult); AC-GAN's
+        # auxiliary classifier on D's features (aux_weight > 0, Odena et al. 2017, trained on
+        # the real faces only as in TAC-GAN / ReACGAN's lesson: D's classifier must not learn
+        # the generated faces' artefacts as class cues) gives G a direct class signal
+        self.aux = None
+        if labels is not None and (class_lr_mult != 1.0 or aux_weight > 0):
+            if aux_weight > 0:
+                self.aux = nn.Linear(self.gan.D.classifier.in_features, self.gan.G.num_classes).to(self.device)
+                if dist.world_size() > 1:
+                    raise DafslError("augmenter.target.aux_weight > 0 is not supported under torchrun; set it to 0")
+            self.opt_g, self.opt_d = self._class_groups(float(class_lr_mult))
+            self.sched_g, self.sched_d = kwargs["make_scheduler"](self.opt_g), kwargs["make_scheduler"](self.opt_d)
+        self.aux_weight = float(aux_weight)
         # ADA (dafsl/augmenter/ada.py): after DiffAugment, on every image D sees, with the
         # probability its controller sets from the sign of D's real logits
         self.ada = self.ada_ctl = None
@@ -103,6 +119,32 @@ class TargetTrainer(GanTrainer):
                                  "at least one other class")
             if not 0.0 < self.positive_share < 1.0:
                 raise DafslError(f"augmenter.dlack_share: must be in (0, 1), got {positive_share}")
+
+    def _class_groups(self, mult: float) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+        """G's and D's Adam with the class embeddings (and the auxiliary head) in a group at
+        ``mult`` x the rate."""
+        betas = tuple(float(b) for b in self.cfg["betas"])
+        out = []
+        for net, params, lr in ((self.gan.G, self.g_params, float(self.cfg["lr_g"])),
+                                (self.gan.D, self.d_params, float(self.cfg["lr_d"]))):
+            special = [p for p in net.class_embed.parameters() if p.requires_grad]
+            if net is self.gan.D and self.aux is not None:
+                special += list(self.aux.parameters())
+            ids = {id(p) for p in special}
+            groups = [{"params": [p for p in params if id(p) not in ids], "lr": lr},
+                      {"params": special, "lr": lr * mult}]
+            out.append(torch.optim.Adam(groups, lr=lr, betas=betas))
+        return out[0], out[1]
+
+    def _d(self, img: torch.Tensor, level: int, alpha: float, cond: tuple) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """D's logits (B,) and, with the auxiliary classifier, its class logits (B, C)."""
+        if self.aux is None:
+            return self.D_train(img, level, alpha, *cond), None
+        D = self.gan.D
+        h = D.features(img, level, alpha)
+        # the projection discriminator's logit (Discriminator.forward) from the same features
+        logits = D.classifier(h).squeeze(1) + (D.class_embed(cond[0]) * h).sum(dim=1)
+        return logits, self.aux(h)
 
     def batches(self, epoch: int) -> list[torch.Tensor]:
         """Unconditional: as :class:`GanTrainer`. Conditional: per step ``k`` Dlack faces and
@@ -133,7 +175,11 @@ class TargetTrainer(GanTrainer):
         """:meth:`GanTrainer.generator_step`, judged by D for ``labels`` when conditional,
         through :meth:`augment`, plus the CDC term when ``cdc`` is on."""
         cond = () if labels is None else (labels,)
-        loss_g = generator_loss(self.gan.D(self.augment(fake), level, alpha, *cond))
+        logits, aux = self._d(self.augment(fake), level, alpha, cond)
+        loss_g = generator_loss(logits)
+        if aux is not None:  # AC-GAN: the fakes should be classified as their label
+            self.last_aux_g = F.cross_entropy(aux, labels)
+            loss_g = loss_g + self.aux_weight * self.last_aux_g
         if self.cdc:
             n = int(self.cdc["batch"])
             z = torch.randn(n, self.gan.G.latent_dim).to(self.device)
@@ -166,9 +212,14 @@ class TargetTrainer(GanTrainer):
         r1_now = self.r1_gamma > 0 and self.step % self.r1_every == 0
         if r1_now:
             real = real.detach().requires_grad_(True)
-        real_logits = D(self.augment(real), level, alpha, *cond)
-        fake_logits = D(self.augment(fake.detach()), level, alpha, *cond)
+        real_logits, real_aux = self._d(self.augment(real), level, alpha, cond)
+        fake_logits, _ = self._d(self.augment(fake.detach()), level, alpha, cond)
         loss_d, figures = discriminator_loss(real_logits, fake_logits)
+        if real_aux is not None:
+            aux_d = F.cross_entropy(real_aux, y)
+            loss_d = loss_d + self.aux_weight * aux_d
+            figures["aux_d"] = float(aux_d.detach())
+            figures["aux_acc_real"] = float((real_aux.argmax(1) == y).float().mean())
         if self.ada_ctl is not None:
             figures["ada_p"] = self.ada_ctl.update(real_logits.detach())
         bce_d = loss_d.item()  # logged as loss_d (the BCE terms); the penalty is logged as r1
@@ -178,13 +229,15 @@ class TargetTrainer(GanTrainer):
             loss_d = loss_d + 0.5 * self.r1_gamma * self.r1_every * r1
             figures["r1"] = float(r1.detach())
         self.opt_d.zero_grad(set_to_none=True)
-        loss_d.backward(inputs=self.d_params)
+        loss_d.backward(inputs=self.d_params + ([] if self.aux is None else list(self.aux.parameters())))
         self.opt_d.step()
         self.sched_d.step()
 
         loss_g = self.generator_step(fake, level, alpha, y)
         if self.cdc:
             figures["cdc"] = float(self.last_cdc.detach())
+        if self.aux is not None:
+            figures["aux_g"] = float(self.last_aux_g.detach())
         return {"loss_g": loss_g, "loss_d": bce_d, **figures}
 
     def state_dict(self) -> dict:
@@ -193,6 +246,8 @@ class TargetTrainer(GanTrainer):
             state["ada"] = self.ada_ctl.state_dict()
         if self.g_source is not None:
             state["g_source"] = self.g_source.state_dict()
+        if self.aux is not None:
+            state["aux"] = self.aux.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -201,3 +256,5 @@ class TargetTrainer(GanTrainer):
             self.ada_ctl.load_state_dict(state["ada"])
         if self.g_source is not None:
             self.g_source.load_state_dict(state["g_source"])
+        if self.aux is not None:
+            self.aux.load_state_dict(state["aux"])

@@ -171,7 +171,9 @@ def run(ctx: StageContext) -> StageResult:
                             cdc={"weight": target.get("cdc_weight", 0.0), "tau": target.get("cdc_tau", 1.0),
                                  "batch": target.get("cdc_batch", 4), "layers": target.get("cdc_layers")},
                             labels=labels, positive=pos if conditional else 1,
-                            positive_share=float(aug["dlack_share"]))
+                            positive_share=float(aug["dlack_share"]),
+                            class_lr_mult=float(target.get("class_lr_mult", 1.0)),
+                            aux_weight=float(target.get("aux_weight", 0.0)))
     records = fit(trainer, ctx.run, epochs, mode=mode, resume=ctx.resume)
     tstr_test = tstr_probe(cfg, crop, "test", classes, cls, ctx.device)
     return finish(ctx, trainer, (probe, test_probe), crops, records, report, kid_start, cls, snapshot,
