@@ -110,6 +110,7 @@ SCHEMA: dict[str, Rule] = {
     "zoo.detector_epochs": COUNT, "zoo.detector_images": COUNT,
     "zoo.detector_lr": POSITIVE,
     "zoo.detector_related_manifest": Text(),
+    "zoo.gan_related_manifest": Text(),
     "zoo.ssl_manifest": Text(),
     "zoo.ssl_epochs": COUNT, "zoo.ssl_batch_size": Int(2),   # NT-Xent needs a negative
     "zoo.ssl_lr": POSITIVE, "zoo.ssl_temperature": POSITIVE,
@@ -151,6 +152,7 @@ SCHEMA: dict[str, Rule] = {
     "augmenter.target.cdc_layers": Nullable(ListOf(COUNT0)),
     "augmenter.target.class_lr_mult": POSITIVE, "augmenter.target.aux_weight": NON_NEGATIVE,
     "augmenter.select": Choice("last", "best_val_kid", "best_val_tstr"),
+    "augmenter.zoo_entry": Choice("augmenter-gan", "augmenter-gan-related"),
     "augmenter.dlack_share": Number(0, 1, lo_open=True, hi_open=True),
     "augmenter.denough_faces": COUNT0,         # 0: every Denough face
     "augmenter.tstr.faces": Int(2), "augmenter.tstr.eval_faces": Int(2),

@@ -22,7 +22,6 @@ from dafsl.augmenter.degrade import degrade_faces
 from dafsl.augmenter.networks import Generator, build_gan
 from dafsl.augmenter.samples import write_generated
 from dafsl.augmenter.trainer import generate
-from dafsl.augmenter.zoo import GAN_ENTRY
 from dafsl.errors import DafslError
 
 
@@ -36,8 +35,8 @@ def denough_count(value, n_fill: int) -> int:
 
 
 def denough_generator(cfg: dict) -> Generator:
-    """The source GAN's EMA generator (zoo entry ``augmenter-gan``), in eval mode."""
-    state, _ = transfer.resolve_source(cfg, GAN_ENTRY)
+    """The source GAN's EMA generator (zoo entry ``augmenter.zoo_entry``), in eval mode."""
+    state, _ = transfer.resolve_source(cfg, str(cfg["augmenter"]["zoo_entry"]))
     g = build_gan(cfg["augmenter"]).G
     g.load_state_dict({k[2:]: v for k, v in state.items() if k.startswith("G.")})
     return g.eval()
@@ -54,7 +53,8 @@ def write_denough_fill(cfg: dict, out_dir: Path, cls: str, count: int, sides: np
     z = torch.randn(count, int(cfg["augmenter"]["latent_dim"]),
                     generator=torch.Generator().manual_seed(seed * 1000 + 996))
     if generator is None:
-        images, origin = generate(denough_generator(cfg), z), {"mode": "source", "generator": f"zoo:{GAN_ENTRY}"}
+        images, origin = generate(denough_generator(cfg), z), {"mode": "source",
+                                                             "generator": f"zoo:{cfg['augmenter']['zoo_entry']}"}
     else:
         g, label, level, alpha = generator
         images = generate(g, z, level, alpha, labels=int(label))

@@ -38,7 +38,6 @@ from dafsl.augmenter.samples import write_generated, write_grid, write_real_vs_g
 from dafsl.augmenter.target import TargetTrainer, target_config
 from dafsl.augmenter.trainer import GanTrainer, generate, growth_for
 from dafsl.augmenter.reference import BestSnapshot, make_cropper
-from dafsl.augmenter.zoo import GAN_ENTRY
 from dafsl.data import Split, load_split
 from dafsl.engine import fit
 from dafsl.errors import DafslError
@@ -128,7 +127,7 @@ def run(ctx: StageContext) -> StageResult:
     pos = classes.index(cls) if conditional else None  # G's label for the Dlack class
     source_state = None
     if mode != "vanilla":
-        source_state, _ = transfer.resolve_source(cfg, GAN_ENTRY)
+        source_state, _ = transfer.resolve_source(cfg, str(aug["zoo_entry"]))
     report = transfer.apply_mode(gan, mode, source_state=source_state,
                                  frozen=frozen_modules(mode, gan, aug, cfg["transfer"]),
                                  required=SOURCE_LAYERS, lr_factor=float(cfg["transfer"]["lr_factor"]),
